@@ -1,0 +1,21 @@
+//! Database schema migrations for Tollgate.
+//!
+//! Every migration is written with sea-query's schema builders, so the same code creates the
+//! same schema on SQLite and PostgreSQL. Each one runs inside a transaction on both engines
+//! (`use_transaction() == Some(true)`): a migration that fails half-way leaves nothing behind.
+//!
+//! Conventions: ids are TEXT UUIDs, timestamps are BIGINT milliseconds since the Unix epoch.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20251126_000001_initial;
+
+/// Runs Tollgate's migrations in order; see [`MigratorTrait::up`].
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20251126_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,197 @@
+//! Builds and runs a relay node from a [`Config`]: storage, the directory cache, the session
+//! writer, the SIP transports, the relay core and the HTTP listener. Returns the bound
+//! addresses (every listener may be port 0) and shuts down gracefully, flushing sessions.
+
+use crate::clock::SharedClock;
+use crate::config::{ChallengeStyle, Config, Listen, Protocol};
+use crate::relay::auth::{AuthSettings, Authenticator, ChallengeKind};
+use crate::relay::directory::DirectoryCache;
+use crate::sip::digest::Algorithm;
+use crate::relay::proxy::{Core, CoreParts, CoreSettings, LocalIdentity};
+use crate::sip::transport::Transports;
+use crate::store::{SessionWriter, Store, StoreError};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot bind {what}: {source}")]
+    Bind {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running relay node.
+pub struct Relay {
+    /// The SIP listeners as bound.
+    pub sip: Vec<Listen>,
+    pub http: SocketAddr,
+    pub store: Store,
+    tasks: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+}
+
+impl Relay {
+    /// The bound address of the first SIP listener of `protocol`.
+    pub fn sip_addr(&self, protocol: Protocol) -> Option<SocketAddr> {
+        self.sip
+            .iter()
+            .find(|l| l.protocol == protocol)
+            .map(|l| l.addr)
+    }
+
+    /// Stops listening, then waits until every session event is on disk.
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let _ = self.writer.await;
+    }
+}
+
+/// Starts a relay node. Pending migrations are applied; sessions a previous run left open are
+/// closed honestly (billed to their last proof of life).
+pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppError> {
+    let store = Store::connect(&config.database.url).await?;
+    let closed = store.close_interrupted_sessions(&config.node_id, clock.now_ms()).await?;
+    if closed > 0 {
+        tracing::warn!(closed, "closed sessions left open by a previous run");
+    }
+    let directory = DirectoryCache::load(&store).await?;
+    let refresh = directory.spawn_refresh(
+        store.clone(),
+        Duration::from_millis(config.sip.cache_refresh_ms.max(100)),
+    );
+    let (sessions, writer) = SessionWriter::spawn(store.clone());
+
+    let (inbound_tx, inbound_rx) = mpsc::channel(16 * 1024);
+    let transports = Transports::bind(&config.sip.listen, inbound_tx)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: "SIP listeners".into(),
+            source,
+        })?;
+    let bound = transports.bound().to_vec();
+    let local = local_identity(config, &bound);
+    tracing::info!(host = %local.host, "Via and Record-Route name this relay as");
+
+    let nonce_secret = match &config.sip.nonce_secret {
+        Some(s) => s.expose().as_bytes().to_vec(),
+        None => rand::random::<[u8; 32]>().to_vec(),
+    };
+    let algorithms = config
+        .sip
+        .digest_algorithms
+        .iter()
+        .map(|a| {
+            a.parse::<Algorithm>()
+                .ok()
+                .filter(|alg| *alg != Algorithm::Sha512_256)
+                .ok_or_else(|| AppError::Config(format!("[sip] digest_algorithms: `{a}` is not MD5 or SHA-256")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if algorithms.is_empty() {
+        return Err(AppError::Config("[sip] digest_algorithms is empty".into()));
+    }
+    let auth = Authenticator::new(AuthSettings {
+        realm: config.sip.domain.clone(),
+        nonce_secret,
+        nonce_lifetime_ms: config.sip.nonce_lifetime_secs as i64 * 1000,
+        failure_limit: config.sip.auth_failure_limit,
+        failure_window_ms: config.sip.auth_failure_window_secs as i64 * 1000,
+        block_ms: config.sip.auth_block_secs as i64 * 1000,
+        algorithms,
+    });
+    let core = Core::new(
+        CoreSettings {
+            domain: config.sip.domain.clone(),
+            node_id: config.node_id.clone(),
+            t1: Duration::from_millis(config.sip.t1_ms.max(1)),
+            challenge: match config.sip.challenge {
+                ChallengeStyle::Proxy => ChallengeKind::Proxy,
+                ChallengeStyle::Www => ChallengeKind::Www,
+            },
+            local,
+        },
+        CoreParts {
+            transports,
+            directory,
+            auth,
+            sessions,
+            store: store.clone(),
+            clock,
+        },
+    );
+    let core_task = tokio::spawn(core.run(inbound_rx));
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: format!("HTTP listener {}", config.http.listen),
+            source,
+        })?;
+    let http = listener.local_addr().map_err(|source| AppError::Bind {
+        what: "HTTP listener".into(),
+        source,
+    })?;
+    let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let http_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+
+    Ok(Relay {
+        sip: bound,
+        http,
+        store,
+        tasks: vec![core_task, refresh, http_task],
+        writer,
+    })
+}
+
+/// The host other parties reach this relay at: configured, the bound IP, or (bound to a
+/// wildcard) the address this machine uses for outgoing traffic.
+fn local_identity(config: &Config, bound: &[Listen]) -> LocalIdentity {
+    let port = |p: Protocol| bound.iter().find(|l| l.protocol == p).map(|l| l.addr.port());
+    let bound_ip = bound.first().map(|l| l.addr.ip());
+    let host = match (&config.sip.public_host, bound_ip) {
+        (Some(h), _) => h.clone(),
+        (None, Some(ip)) if !ip.is_unspecified() => ip.to_string(),
+        _ => outgoing_ip().to_string(),
+    };
+    let mut hosts: Vec<String> = bound.iter().map(|l| l.addr.ip().to_string()).collect();
+    hosts.push(host.clone());
+    if bound_ip.is_some_and(|ip| ip.is_unspecified()) {
+        hosts.push("127.0.0.1".into());
+        hosts.push(outgoing_ip().to_string());
+    }
+    LocalIdentity {
+        host,
+        udp_port: port(Protocol::Udp),
+        tcp_port: port(Protocol::Tcp),
+        hosts,
+    }
+}
+
+/// The source address the kernel would pick for outgoing traffic (no packet is sent).
+fn outgoing_ip() -> IpAddr {
+    UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}

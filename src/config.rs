@@ -1,0 +1,350 @@
+//! Layered configuration: built-in defaults → `tollgate.toml` → `TOLLGATE_*` environment.
+//!
+//! Names are part of the external contract: `[database] url`, `[sip] domain`, `[sip] listen`
+//! (a list such as `["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]`), `[http] listen`, and the
+//! environment variables `TOLLGATE_DATABASE_URL`, `TOLLGATE_SIP_DOMAIN`,
+//! `TOLLGATE_SIP_LISTEN` (comma-separated), `TOLLGATE_HTTP_LISTEN`, `TOLLGATE_NODE_ID`,
+//! `TOLLGATE_SIP_PUBLIC_HOST`, `TOLLGATE_SIP_DIGEST_ALGORITHMS` and `TOLLGATE_SIP_NONCE_SECRET`.
+//! Secrets are wrapped in [`Secret`] so they never reach a log line.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{name}: {message}")]
+    Invalid { name: String, message: String },
+}
+
+/// A value that must not be printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A SIP transport the relay listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Udp,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `transport:address` entry of `[sip] listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub protocol: Protocol,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (proto, addr) = s
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}` is not transport:address (e.g. udp:0.0.0.0:5060)"))?;
+        let protocol = match proto.to_ascii_lowercase().as_str() {
+            "udp" => Protocol::Udp,
+            "tcp" => Protocol::Tcp,
+            other => return Err(format!("unknown transport `{other}` (udp or tcp)")),
+        };
+        let addr = addr
+            .parse()
+            .map_err(|e| format!("`{addr}` is not an IP address and port: {e}"))?;
+        Ok(Listen { protocol, addr })
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which challenge an unauthenticated INVITE gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeStyle {
+    /// 407 Proxy-Authenticate (the default for a proxy).
+    Proxy,
+    /// 401 WWW-Authenticate.
+    Www,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://file.db` or `postgres://…`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// The domain whose services and users this relay serves (also the digest realm).
+    pub domain: String,
+    pub listen: Vec<Listen>,
+    /// Host written into Via and Record-Route; defaults to the bound IP, or this machine's
+    /// primary address when bound to 0.0.0.0.
+    pub public_host: Option<String>,
+    pub challenge: ChallengeStyle,
+    /// Digest algorithms offered, one challenge each, most preferred first (RFC 8760).
+    /// Clients that only read the first challenge (sipp 3.6) need MD5 first.
+    pub digest_algorithms: Vec<String>,
+    /// HMAC key for stateless nonces; share it between relay nodes. Random per start if unset.
+    pub nonce_secret: Option<Secret>,
+    pub nonce_lifetime_secs: u64,
+    /// Wrong credentials from one source within `auth_failure_window_secs` before it is blocked.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window_secs: u64,
+    pub auth_block_secs: u64,
+    /// RFC 3261 T1 in milliseconds (retransmission base).
+    pub t1_ms: u64,
+    /// How often the user and service cache is reloaded from the database.
+    pub cache_refresh_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+/// The whole configuration of one relay node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Names this node on the session rows it writes.
+    pub node_id: String,
+    pub database: DatabaseConfig,
+    pub sip: SipConfig,
+    pub http: HttpConfig,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://tollgate.db".into(),
+        }
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            domain: "portal.com".into(),
+            listen: vec![
+                "udp:0.0.0.0:5060".parse().expect("valid default"),
+                "tcp:0.0.0.0:5060".parse().expect("valid default"),
+            ],
+            public_host: None,
+            challenge: ChallengeStyle::Proxy,
+            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            nonce_secret: None,
+            nonce_lifetime_secs: 300,
+            auth_failure_limit: 10,
+            auth_failure_window_secs: 60,
+            auth_block_secs: 60,
+            t1_ms: 500,
+            cache_refresh_ms: 2000,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default"),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: "node-1".into(),
+            database: DatabaseConfig::default(),
+            sip: SipConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `path` (or `./tollgate.toml` when it exists), then the environment.
+    /// Without an explicit database URL the SQLite file lives next to the config file.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let default_path = Path::new("tollgate.toml");
+        let file = match path {
+            Some(p) => Some(p),
+            None if default_path.exists() => Some(default_path),
+            None => None,
+        };
+        let mut config = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let mut config: Config =
+                    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: p.to_path_buf(),
+                        source,
+                    })?;
+                if !text_sets_database_url(&text) {
+                    let dir = p.parent().unwrap_or(Path::new("."));
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
+                    config.database.url = format!("sqlite://{}", dir.join("tollgate.db").display());
+                }
+                config
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Applies `TOLLGATE_*` overrides read through `get`.
+    pub fn apply_env(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn parse<T: FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: fmt::Display,
+        {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name: name.into(),
+                message: e.to_string(),
+            })
+        }
+        if let Some(v) = get("TOLLGATE_DATABASE_URL") {
+            self.database.url = v;
+        }
+        if let Some(v) = get("TOLLGATE_NODE_ID") {
+            self.node_id = v;
+        }
+        if let Some(v) = get("TOLLGATE_SIP_DOMAIN") {
+            self.sip.domain = v;
+        }
+        if let Some(v) = get("TOLLGATE_SIP_LISTEN") {
+            self.sip.listen = v
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse("TOLLGATE_SIP_LISTEN", s))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = get("TOLLGATE_SIP_DIGEST_ALGORITHMS") {
+            self.sip.digest_algorithms = v.split(',').map(|s| s.trim().to_string()).collect();
+        }
+        if let Some(v) = get("TOLLGATE_SIP_PUBLIC_HOST") {
+            self.sip.public_host = Some(v);
+        }
+        if let Some(v) = get("TOLLGATE_SIP_NONCE_SECRET") {
+            self.sip.nonce_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = get("TOLLGATE_HTTP_LISTEN") {
+            self.http.listen = parse("TOLLGATE_HTTP_LISTEN", &v)?;
+        }
+        Ok(())
+    }
+}
+
+fn text_sets_database_url(text: &str) -> bool {
+    toml::from_str::<toml::Value>(text)
+        .ok()
+        .and_then(|v| v.get("database")?.get("url").cloned())
+        .is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_values() {
+        let mut c: Config = toml::from_str(
+            "[sip]\ndomain = \"a.example\"\nlisten = [\"udp:127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.sip.domain, "a.example");
+        c.apply_env(|n| match n {
+            "TOLLGATE_SIP_LISTEN" => Some("udp:127.0.0.1:5999, tcp:127.0.0.1:5998".into()),
+            "TOLLGATE_SIP_DOMAIN" => Some("b.example".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.sip.domain, "b.example");
+        assert_eq!(c.sip.listen.len(), 2);
+        assert_eq!(c.sip.listen[1].protocol, Protocol::Tcp);
+    }
+
+    #[test]
+    fn bad_listen_names_the_variable() {
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|n| (n == "TOLLGATE_SIP_LISTEN").then(|| "sctp:1.2.3.4:5".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_SIP_LISTEN"), "{err}");
+        assert!(err.to_string().contains("sctp"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("[sip]\ndomian = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

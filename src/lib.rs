@@ -1,0 +1,21 @@
+//! Tollgate: a SIP relay that lends a telecom operator's user authentication, session control
+//! and billing to application servers that are not telephones.
+//!
+//! The modules, from the wire inwards:
+//! - [`sip`]: SIP message helpers, transports (UDP, TCP) and the server-side digest check.
+//!   No business rules live here.
+//! - [`relay`]: the stateful proxy core: transactions (RFC 3261 §17), registrar,
+//!   authentication, the service directory, dialogs and session timing.
+//! - [`store`]: sea-orm entities and queries, and the group-commit session writer.
+//! - [`client`]: the `tollgate call` SIP client terminal.
+//! - [`config`]: layered configuration (defaults → `tollgate.toml` → `TOLLGATE_*`).
+//! - [`clock`]: the injected wall clock used for everything that is billed.
+//! - [`app`]: builds and runs everything from a config; reports bound addresses.
+
+pub mod app;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod relay;
+pub mod sip;
+pub mod store;

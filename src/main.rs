@@ -1,0 +1,299 @@
+//! The `tollgate` command line: a thin layer over the library (anyhow lives only here).
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate::client::Transport;
+use tollgate::clock::SystemClock;
+use tollgate::config::{Config, Protocol};
+use tollgate::store::{SessionFilter, SessionState, Store};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "A SIP relay that authenticates, routes and times sessions for application servers")]
+struct Cli {
+    /// Configuration file (default: ./tollgate.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve {
+        /// Seed a demo user alice/secret, an application server `demo-shop` and the service
+        /// service1@<domain> (idempotent; never done without this flag).
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage application servers.
+    Appserver {
+        #[command(subcommand)]
+        action: AppServerAction,
+    },
+    /// Manage services.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Read sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+    /// Call a service: INVITE with digest authentication, print the answer, ACK, hold, BYE.
+    Call {
+        /// The service to call, e.g. sip:service1@portal.com
+        target: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        password: String,
+        /// File sent as the INVITE body (.json → application/json, .xml → application/xml).
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// Seconds to hold the session before sending BYE.
+        #[arg(long, default_value_t = 0.0)]
+        hold: f64,
+        /// The relay to send through (default: the first SIP listener of the configuration).
+        #[arg(long)]
+        proxy: Option<String>,
+        /// Use TCP instead of UDP.
+        #[arg(long)]
+        tcp: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user (only the digest HA1 hashes are stored).
+    Add {
+        name: String,
+        #[arg(long)]
+        password: String,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Subcommand)]
+enum AppServerAction {
+    /// Add an application server reached at a SIP URI.
+    Add {
+        name: String,
+        #[arg(long)]
+        uri: String,
+    },
+    /// List application servers.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Add a service NAME@DOMAIN delivered by one or more application servers.
+    Add {
+        name: String,
+        #[arg(long = "appserver", required = true)]
+        appservers: Vec<String>,
+    },
+    /// List services and their application servers.
+    List,
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// List sessions, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only sessions in this state (trying, confirmed, terminated, failed, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { demo } => serve(config, demo).await,
+        Command::Migrate => {
+            Store::connect(&config.database.url).await?;
+            println!("migrations applied to {}", config.database.url);
+            Ok(())
+        }
+        Command::User { action } => {
+            let store = Store::connect(&config.database.url).await?;
+            match action {
+                UserAction::Add { name, password } => {
+                    store.add_user(&name, &config.sip.domain, &password).await?;
+                    println!("user {name} added (realm {})", config.sip.domain);
+                }
+                UserAction::List => {
+                    for u in store.list_users().await? {
+                        println!("{}\t{}", u.name, u.realm);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Appserver { action } => {
+            let store = Store::connect(&config.database.url).await?;
+            match action {
+                AppServerAction::Add { name, uri } => {
+                    store.add_app_server(&name, &uri).await?;
+                    println!("application server {name} added ({uri})");
+                }
+                AppServerAction::List => {
+                    for a in store.list_app_servers().await? {
+                        println!("{}\t{}", a.name, a.uri);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Service { action } => {
+            let store = Store::connect(&config.database.url).await?;
+            match action {
+                ServiceAction::Add { name, appservers } => {
+                    store.add_service(&name, &appservers).await?;
+                    println!("service {name} added → {}", appservers.join(", "));
+                }
+                ServiceAction::List => {
+                    for s in store.list_services().await? {
+                        let servers: Vec<_> = s.app_servers.iter().map(|a| a.name.as_str()).collect();
+                        println!("{}\t{}", s.address(), servers.join(","));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Sessions {
+            action: SessionsAction::List { json, state, limit },
+        } => {
+            let store = Store::connect(&config.database.url).await?;
+            let state = match state {
+                Some(s) => Some(s.parse::<SessionState>().map_err(|e| anyhow::anyhow!("--state: {e}"))?),
+                None => None,
+            };
+            let sessions = store.list_sessions(SessionFilter { state, limit }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sessions)?);
+            } else {
+                println!("{:<36}  {:<10}  {:>6}  {:>10}  {:<12}  {:<24}  app server", "id", "state", "status", "duration", "caller", "service");
+                for s in sessions {
+                    let duration = s.duration_ms.map(|d| format!("{:.3}s", d as f64 / 1000.0)).unwrap_or_default();
+                    let status = s.final_status.map(|c| c.to_string()).unwrap_or_default();
+                    println!("{:<36}  {:<10}  {:>6}  {:>10}  {:<12}  {:<24}  {}", s.id, s.state.as_str(), status, duration, s.caller, s.service, s.app_server);
+                }
+            }
+            Ok(())
+        }
+        Command::Call { target, user, password, body, hold, proxy, tcp } => {
+            let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+            let proxy = match proxy {
+                Some(p) => tokio::net::lookup_host(&p)
+                    .await
+                    .with_context(|| format!("--proxy {p}"))?
+                    .next()
+                    .with_context(|| format!("--proxy {p}: no address"))?,
+                None => {
+                    let listen = config
+                        .sip
+                        .listen
+                        .iter()
+                        .find(|l| l.protocol == protocol)
+                        .context("no SIP listener of that transport in the configuration; pass --proxy")?;
+                    let mut addr = listen.addr;
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    addr
+                }
+            };
+            let body = match body {
+                Some(path) => {
+                    let bytes = std::fs::read(&path).with_context(|| format!("--body {}", path.display()))?;
+                    let content_type = tollgate::client::content_type_for(&path);
+                    Some((content_type.to_string(), bytes))
+                }
+                None => None,
+            };
+            if !(0.0..=86_400.0).contains(&hold) {
+                bail!("--hold must be between 0 and 86400 seconds");
+            }
+            let options = tollgate::client::CallOptions {
+                target,
+                proxy,
+                transport: if tcp { Transport::Tcp } else { Transport::Udp },
+                user,
+                password,
+                body,
+                hold: Duration::from_secs_f64(hold),
+                local_ip: if proxy.ip().is_loopback() { proxy.ip() } else { std::net::Ipv4Addr::UNSPECIFIED.into() },
+            };
+            let mut out = std::io::stdout();
+            tollgate::client::call(options, &mut out).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, demo: bool) -> Result<()> {
+    if demo {
+        seed_demo(&config).await?;
+    }
+    let relay = tollgate::app::start(&config, Arc::new(SystemClock)).await?;
+    for listen in &relay.sip {
+        println!("tollgate ready: sip {} {}", listen.protocol, listen.addr);
+    }
+    println!("tollgate ready: http {}", relay.http);
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    eprintln!("shutting down");
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// The demo data: idempotent, so `serve --demo` can be run again on the same database.
+async fn seed_demo(config: &Config) -> Result<()> {
+    let store = Store::connect(&config.database.url).await?;
+    let domain = &config.sip.domain;
+    if !store.list_users().await?.iter().any(|u| u.name == "alice") {
+        store.add_user("alice", domain, "secret").await?;
+    }
+    if !store.list_app_servers().await?.iter().any(|a| a.name == "demo-shop") {
+        store.add_app_server("demo-shop", "sip:127.0.0.1:5090").await?;
+    }
+    let service = format!("service1@{domain}");
+    if !store.list_services().await?.iter().any(|s| s.address() == service) {
+        store.add_service(&service, &["demo-shop".to_string()]).await?;
+    }
+    println!("demo data: user alice/secret, service sip:{service} → demo-shop (sip:127.0.0.1:5090)");
+    Ok(())
+}

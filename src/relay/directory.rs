@@ -1,0 +1,142 @@
+//! The per-node cache of users and services the relay reads on every message.
+//!
+//! The whole directory is loaded from the store into an immutable [`Snapshot`] and swapped in
+//! atomically, so the message path never waits on the database or a lock. A background task
+//! reloads it every `cache_refresh_ms`; a change made through the admin CLI is seen by a running
+//! relay within that period. Application-server URIs are resolved to socket addresses here,
+//! once per reload, never on the message path.
+
+use crate::config::Protocol;
+use crate::store::{Store, StoreError, UserCredentials};
+use arc_swap::ArcSwap;
+use rsipstack::sip::{Host, Param, Transport, Uri};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where one application server is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The application server's name in the directory.
+    pub name: String,
+    /// Its SIP URI; a URI with a user part also becomes the forwarded Request-URI.
+    pub uri: Uri,
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+}
+
+/// One consistent view of users and services.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub users: HashMap<String, UserCredentials>,
+    /// `name@domain` (lowercase) → the application servers delivering it, in order.
+    pub services: HashMap<String, Vec<Target>>,
+}
+
+impl Snapshot {
+    pub fn service(&self, name: &str, domain: &str) -> Option<&[Target]> {
+        let key = format!("{}@{}", name, domain).to_ascii_lowercase();
+        self.services.get(&key).map(Vec::as_slice)
+    }
+}
+
+/// The cache; cheap to share between tasks.
+pub struct DirectoryCache {
+    current: ArcSwap<Snapshot>,
+}
+
+impl DirectoryCache {
+    /// Loads the first snapshot; fails when the database cannot be read.
+    pub async fn load(store: &Store) -> Result<Arc<DirectoryCache>, StoreError> {
+        let snapshot = build_snapshot(store).await?;
+        Ok(Arc::new(DirectoryCache {
+            current: ArcSwap::from_pointee(snapshot),
+        }))
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Reloads now.
+    pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
+        let snapshot = build_snapshot(store).await?;
+        self.current.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    /// Reloads every `period` until the task is aborted.
+    pub fn spawn_refresh(
+        self: &Arc<Self>,
+        store: Store,
+        period: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.refresh(&store).await {
+                    tracing::warn!(error = %e, "directory refresh failed; keeping the previous one");
+                }
+            }
+        })
+    }
+}
+
+async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
+    let directory = store.load_directory().await?;
+    let mut services = HashMap::with_capacity(directory.services.len());
+    for (key, servers) in directory.services {
+        let mut targets = Vec::with_capacity(servers.len());
+        for server in servers {
+            match resolve(&server.uri).await {
+                Some((uri, addr, protocol)) => targets.push(Target {
+                    name: server.name,
+                    uri,
+                    addr,
+                    protocol,
+                }),
+                None => tracing::warn!(
+                    app_server = %server.name, uri = %server.uri,
+                    "cannot resolve application server; it gets no requests until it resolves"
+                ),
+            }
+        }
+        services.insert(key.to_ascii_lowercase(), targets);
+    }
+    Ok(Snapshot {
+        users: directory.users,
+        services,
+    })
+}
+
+/// Resolves a SIP URI to the socket address and transport used to reach it.
+pub async fn resolve(uri: &str) -> Option<(Uri, SocketAddr, Protocol)> {
+    let parsed = Uri::try_from(uri).ok()?;
+    let protocol = uri_protocol(&parsed);
+    let port = parsed.host_with_port.port.map(u16::from).unwrap_or(5060);
+    let addr = match &parsed.host_with_port.host {
+        Host::IpAddr(ip) => SocketAddr::new(*ip, port),
+        Host::Domain(domain) => tokio::net::lookup_host((domain.to_string(), port))
+            .await
+            .ok()?
+            .next()?,
+    };
+    Some((parsed, addr, protocol))
+}
+
+/// The transport a URI asks for (`;transport=tcp`), UDP otherwise.
+pub fn uri_protocol(uri: &Uri) -> Protocol {
+    let tcp = uri
+        .params
+        .iter()
+        .any(|p| matches!(p, Param::Transport(Transport::Tcp)));
+    if tcp {
+        Protocol::Tcp
+    } else {
+        Protocol::Udp
+    }
+}

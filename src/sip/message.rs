@@ -1,0 +1,439 @@
+//! Parsing and small edits of SIP messages, on top of rsipstack's data model.
+//!
+//! rsipstack parses the start line and splits headers; this module adds what a proxy needs
+//! and the parser does not do: a truncated body is detected (so it can be answered 400),
+//! `Via: a, b` on one line is split into separate Via headers, and header fields a proxy
+//! reads on every message (tags, CSeq, branch, Max-Forwards) are read without allocating.
+
+use rsipstack::sip::{Header, Headers, Method, Request, Response, SipMessage, StatusCode};
+use std::net::SocketAddr;
+
+/// Why bytes are not a SIP message we can handle.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    #[error("malformed SIP message: {0}")]
+    Malformed(String),
+    #[error("body shorter than Content-Length ({declared} declared, {received} received)")]
+    Truncated { declared: usize, received: usize },
+    #[error("missing or invalid {0} header")]
+    BadHeader(&'static str),
+}
+
+/// Parses one complete datagram or framed stream message.
+pub fn parse(data: &[u8]) -> Result<SipMessage, (MessageError, Option<SipMessage>)> {
+    let mut msg = rsipstack::sip::parser::parse_message(data)
+        .map_err(|e| (MessageError::Malformed(e.to_string()), None))?;
+    split_via_lists(headers_mut(&mut msg));
+    let declared = content_length(headers(&msg));
+    let received = body(&msg).len();
+    if let Some(declared) = declared {
+        if declared > received {
+            return Err((MessageError::Truncated { declared, received }, Some(msg)));
+        }
+    }
+    Ok(msg)
+}
+
+fn headers(msg: &SipMessage) -> &Headers {
+    match msg {
+        SipMessage::Request(r) => &r.headers,
+        SipMessage::Response(r) => &r.headers,
+    }
+}
+
+fn headers_mut(msg: &mut SipMessage) -> &mut Headers {
+    match msg {
+        SipMessage::Request(r) => &mut r.headers,
+        SipMessage::Response(r) => &mut r.headers,
+    }
+}
+
+fn body(msg: &SipMessage) -> &[u8] {
+    match msg {
+        SipMessage::Request(r) => &r.body,
+        SipMessage::Response(r) => &r.body,
+    }
+}
+
+/// Splits `Via: a, b` into two Via headers so that popping the top Via pops one hop.
+fn split_via_lists(headers: &mut Headers) {
+    if !headers
+        .iter()
+        .any(|h| matches!(h, Header::Via(v) if v.value().contains(',')))
+    {
+        return;
+    }
+    let old = std::mem::take(&mut headers.0);
+    for h in old {
+        match h {
+            Header::Via(v) if v.value().contains(',') => {
+                for part in split_outside_quotes(v.value(), ',') {
+                    headers.push(Header::Via(rsipstack::sip::Via::new(part.trim())));
+                }
+            }
+            other => headers.push(other),
+        }
+    }
+}
+
+fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut angle) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            c if c == sep && !quoted && !angle => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// The Content-Length header, if present and numeric.
+pub fn content_length(headers: &Headers) -> Option<usize> {
+    headers.iter().find_map(|h| match h {
+        Header::ContentLength(v) => v.value().trim().parse().ok(),
+        _ => None,
+    })
+}
+
+pub fn call_id(headers: &Headers) -> Option<&str> {
+    headers.iter().find_map(|h| match h {
+        Header::CallId(v) => Some(v.value().trim()),
+        _ => None,
+    })
+}
+
+pub fn from_value(headers: &Headers) -> Option<&str> {
+    headers.iter().find_map(|h| match h {
+        Header::From(v) => Some(v.value()),
+        _ => None,
+    })
+}
+
+pub fn to_value(headers: &Headers) -> Option<&str> {
+    headers.iter().find_map(|h| match h {
+        Header::To(v) => Some(v.value()),
+        _ => None,
+    })
+}
+
+/// The `tag` parameter of a From or To value (outside the `<…>` URI).
+pub fn tag_of(value: &str) -> Option<&str> {
+    let params = match value.rfind('>') {
+        Some(i) => &value[i + 1..],
+        None => value,
+    };
+    param_value(params, "tag").filter(|t| !t.is_empty())
+}
+
+/// A `;name=value` parameter from a parameter list, matched case-insensitively.
+pub fn param_value<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    params.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"'))
+    })
+}
+
+pub fn from_tag(headers: &Headers) -> Option<&str> {
+    from_value(headers).and_then(tag_of)
+}
+
+pub fn to_tag(headers: &Headers) -> Option<&str> {
+    to_value(headers).and_then(tag_of)
+}
+
+/// The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1` → `sip:bob@x`) or an addr-spec.
+pub fn addr_uri(value: &str) -> &str {
+    match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value.split(';').next().unwrap_or(value).trim(),
+    }
+}
+
+/// CSeq number and method.
+pub fn cseq(headers: &Headers) -> Option<(u32, &str)> {
+    headers.iter().find_map(|h| match h {
+        Header::CSeq(v) => {
+            let mut it = v.value().split_whitespace();
+            let n = it.next()?.parse().ok()?;
+            Some((n, it.next()?))
+        }
+        _ => None,
+    })
+}
+
+pub fn max_forwards(headers: &Headers) -> Option<Result<u32, ()>> {
+    headers.iter().find_map(|h| match h {
+        Header::MaxForwards(v) => Some(v.value().trim().parse().map_err(|_| ())),
+        _ => None,
+    })
+}
+
+/// The top Via header's value.
+pub fn top_via(headers: &Headers) -> Option<&str> {
+    headers.iter().find_map(|h| match h {
+        Header::Via(v) => Some(v.value()),
+        _ => None,
+    })
+}
+
+/// What a proxy reads from a Via value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViaInfo<'a> {
+    pub transport: &'a str,
+    /// `host[:port]` as sent.
+    pub sent_by: &'a str,
+    pub branch: Option<&'a str>,
+    pub rport: bool,
+}
+
+/// Reads `SIP/2.0/UDP host:port;branch=…;rport` without allocating.
+pub fn via_info(value: &str) -> Option<ViaInfo<'_>> {
+    let (proto, rest) = value.trim().split_once(char::is_whitespace)?;
+    let transport = proto.rsplit('/').next()?;
+    let rest = rest.trim_start();
+    let (sent_by, params) = match rest.find(';') {
+        Some(i) => (rest[..i].trim(), &rest[i..]),
+        None => (rest.trim(), ""),
+    };
+    if sent_by.is_empty() {
+        return None;
+    }
+    let rport = params
+        .split(';')
+        .any(|p| p.trim().split('=').next() == Some("rport"));
+    Some(ViaInfo {
+        transport,
+        sent_by,
+        branch: param_value(params, "branch"),
+        rport,
+    })
+}
+
+/// Splits `host[:port]` (IPv6 in brackets) into host and port.
+pub fn host_port(sent_by: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = sent_by.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            let port = rest[end + 1..].strip_prefix(':').and_then(|p| p.parse().ok());
+            return (&rest[..end], port);
+        }
+    }
+    match sent_by.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (sent_by, None),
+    }
+}
+
+/// Adds `received` (when the source IP differs from sent-by) and fills `rport` (RFC 3581).
+pub fn stamp_via(value: &str, source: SocketAddr) -> String {
+    let Some(info) = via_info(value) else {
+        return value.to_string();
+    };
+    let (host, _) = host_port(info.sent_by);
+    let mut out = String::with_capacity(value.len() + 32);
+    for (i, p) in value.split(';').enumerate() {
+        if i > 0 {
+            let key = p.trim().split('=').next().unwrap_or("");
+            if key.eq_ignore_ascii_case("received") {
+                continue;
+            }
+            out.push(';');
+            if key.eq_ignore_ascii_case("rport") {
+                out.push_str(&format!("rport={}", source.port()));
+                continue;
+            }
+        }
+        out.push_str(p);
+    }
+    if host != source.ip().to_string() {
+        out.push_str(&format!(";received={}", source.ip()));
+    }
+    out
+}
+
+/// Where responses for a request that arrived from `source` with this top Via go
+/// (RFC 3261 §18.2.2 with RFC 3581 rport).
+pub fn response_target(via: &str, source: SocketAddr) -> SocketAddr {
+    let Some(info) = via_info(via) else {
+        return source;
+    };
+    if info.rport {
+        return source;
+    }
+    let port = param_value(via, "rport")
+        .and_then(|p| p.parse().ok())
+        .or_else(|| host_port(info.sent_by).1)
+        .unwrap_or(5060);
+    let ip = param_value(via, "received")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(source.ip());
+    SocketAddr::new(ip, port)
+}
+
+/// Builds a response to `req` carrying its Via, From, To (with `to_tag` added when the To has
+/// none and the status is above 100), Call-ID and CSeq.
+pub fn response_to(req: &Request, status: u16, to_tag: Option<&str>) -> Response {
+    let mut headers = Headers::default();
+    for h in req.headers.iter() {
+        match h {
+            Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                headers.push(h.clone())
+            }
+            Header::To(v) => {
+                let mut value = v.value().to_string();
+                if let Some(tag) = to_tag.filter(|_| status > 100 && tag_of(&value).is_none()) {
+                    value.push_str(";tag=");
+                    value.push_str(tag);
+                }
+                headers.push(Header::To(rsipstack::sip::To::new(value)));
+            }
+            _ => {}
+        }
+    }
+    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new("0")));
+    Response {
+        status_code: StatusCode::from(status),
+        version: rsipstack::sip::Version::V2,
+        headers,
+        body: Vec::new(),
+        wire_reason: None,
+    }
+}
+
+/// Adds a header before Content-Length (purely cosmetic) or at the end.
+pub fn push_header(headers: &mut Headers, h: Header) {
+    let content_length = headers
+        .iter()
+        .position(|h| matches!(h, Header::ContentLength(_)));
+    match content_length {
+        Some(i) => headers.0.insert(i, h),
+        None => headers.push(h),
+    }
+}
+
+/// Replaces the body and its Content-Length (and Content-Type when given).
+pub fn set_body(headers: &mut Headers, body: &mut Vec<u8>, content_type: Option<&str>, new: Vec<u8>) {
+    headers.retain(|h| !matches!(h, Header::ContentLength(_)));
+    if let Some(ct) = content_type {
+        headers.retain(|h| !matches!(h, Header::ContentType(_)));
+        headers.push(Header::ContentType(rsipstack::sip::ContentType::new(ct)));
+    }
+    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new(
+        new.len().to_string(),
+    )));
+    *body = new;
+}
+
+/// True for methods whose requests never get a response (ACK).
+pub fn is_ack(method: &Method) -> bool {
+    matches!(method, Method::Ack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:service1@portal.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.2:5080;branch=z9hG4bK2\r\n\
+From: \"Alice\" <sip:alice@portal.com;x=y>;tag=abc\r\n\
+To: <sip:service1@portal.com>\r\n\
+Call-ID: c1@h\r\n\
+CSeq: 7 INVITE\r\n\
+Max-Forwards: 70\r\n\
+Content-Length: 4\r\n\r\nwine";
+
+    fn request(text: &str) -> Request {
+        match parse(text.as_bytes()) {
+            Ok(SipMessage::Request(r)) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn via_lists_are_split_into_hops() {
+        let r = request(INVITE);
+        let vias: Vec<_> = r
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Via(v) => Some(v.value().to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(vias.len(), 2);
+        let top = via_info(&vias[0]).unwrap();
+        assert_eq!(top.branch, Some("z9hG4bK1"));
+        assert_eq!(top.sent_by, "10.0.0.1:5070");
+        assert_eq!(top.transport, "UDP");
+    }
+
+    #[test]
+    fn fields_a_proxy_reads() {
+        let r = request(INVITE);
+        assert_eq!(from_tag(&r.headers), Some("abc"));
+        assert_eq!(to_tag(&r.headers), None);
+        assert_eq!(cseq(&r.headers), Some((7, "INVITE")));
+        assert_eq!(call_id(&r.headers), Some("c1@h"));
+        assert_eq!(max_forwards(&r.headers), Some(Ok(70)));
+        assert_eq!(r.body, b"wine");
+    }
+
+    #[test]
+    fn truncated_body_is_reported_with_the_message() {
+        let text = INVITE.replace("Content-Length: 4", "Content-Length: 40");
+        let (err, msg) = parse(text.as_bytes()).unwrap_err();
+        assert_eq!(
+            err,
+            MessageError::Truncated {
+                declared: 40,
+                received: 4
+            }
+        );
+        assert!(msg.is_some());
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(parse(b"\x00\x01garbage").is_err());
+        assert!(parse(b"").is_err());
+    }
+
+    #[test]
+    fn via_stamping_and_response_target() {
+        let src: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let v = stamp_via("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport", src);
+        assert_eq!(
+            v,
+            "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport=40000;received=192.0.2.7"
+        );
+        assert_eq!(response_target("SIP/2.0/UDP 10.0.0.1:5070;rport", src), src);
+        assert_eq!(
+            response_target("SIP/2.0/UDP 10.0.0.1:5070;branch=x", src),
+            "192.0.2.7:5070".parse().unwrap()
+        );
+        assert_eq!(host_port("[::1]:5060"), ("::1", Some(5060)));
+        assert_eq!(host_port("example.com"), ("example.com", None));
+    }
+
+    #[test]
+    fn response_copies_dialog_headers_and_adds_to_tag() {
+        let r = request(INVITE);
+        let resp = response_to(&r, 404, Some("t1"));
+        let text = String::from_utf8(resp.to_bytes()).unwrap();
+        assert!(text.starts_with("SIP/2.0 404 Not Found\r\n"), "{text}");
+        assert!(text.contains("To: <sip:service1@portal.com>;tag=t1"), "{text}");
+        assert!(text.contains("CSeq: 7 INVITE"));
+        assert!(text.contains("Content-Length: 0"));
+        let trying = String::from_utf8(response_to(&r, 100, Some("t1")).to_bytes()).unwrap();
+        assert!(!trying.contains("tag=t1"));
+    }
+}

@@ -1,0 +1,9 @@
+//! sea-orm entities, one file per table. Private to [`crate::store`]: the rest of the crate
+//! sees the record types in the store's public API instead.
+
+pub mod app_servers;
+pub mod registrations;
+pub mod service_routes;
+pub mod services;
+pub mod sessions;
+pub mod users;

@@ -1,0 +1,210 @@
+//! Storage: sea-orm over SQLite or PostgreSQL, behind one [`Store`] handle.
+//!
+//! The rest of the crate sees plain record types ([`UserRecord`], [`SessionRecord`], …) and one
+//! error type, [`StoreError`]; the sea-orm entities stay private to this module.
+//!
+//! - [`Store::connect`] opens the database named by a URL and applies pending migrations.
+//! - Administration: users (stored as digest HA1 hashes, never passwords), application
+//!   servers, services and the ordered application servers that deliver them.
+//! - [`Store::load_directory`] reads everything the relay caches, in a handful of queries.
+//! - Sessions are written by the group-commit [`SessionWriter`], read by
+//!   [`Store::list_sessions`] / [`Store::get_session`], and closed honestly after a crash by
+//!   [`Store::close_interrupted_sessions`].
+//! - Registrar bindings: [`Store::save_binding`] and friends.
+//!
+//! On SQLite every pooled connection runs in WAL mode with `synchronous=FULL`,
+//! `busy_timeout=5000` and foreign keys on; write transactions start with `BEGIN IMMEDIATE`
+//! so two writers queue on the busy timeout instead of failing on a lock upgrade.
+
+mod bindings;
+mod directory;
+mod entities;
+mod error;
+mod session_writer;
+mod sessions;
+mod users;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::postgres::PgConnectOptions;
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+use sea_orm::{
+    AccessMode, ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
+    DbErr, IsolationLevel, RuntimeErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+pub use bindings::Binding;
+pub use directory::{AppServerRecord, Directory, ServiceRecord, UserCredentials};
+pub use error::StoreError;
+pub use session_writer::{SessionEvent, SessionWriter};
+pub use sessions::{Party, SessionFilter, SessionRecord, SessionState};
+pub use users::UserRecord;
+
+/// How long a query may wait for a pooled connection.
+///
+/// Deliberately long: the relay's tests run under tokio's paused clock, which jumps to the
+/// next timer whenever every task is idle, including while SQLite works on its own thread.
+/// A short acquire timeout would then fire spuriously. An unreachable server is caught
+/// earlier, by the direct connection [`Store::connect`] opens before building the pool.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// SQLite's `busy_timeout`: how long a writer waits for another connection's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// Pooled connections to a file-backed SQLite database (WAL lets readers run beside the writer).
+const SQLITE_FILE_CONNECTIONS: u32 = 4;
+
+/// Pooled connections to PostgreSQL.
+const POSTGRES_CONNECTIONS: u32 = 10;
+
+/// A handle on the database; cheap to clone (it shares one connection pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Opens the database at `url` and applies pending migrations.
+    ///
+    /// Accepted URLs: `sqlite://path/to/file.db` (the file is created when missing unless the
+    /// URL sets its own `mode=`), `sqlite::memory:`, and `postgres://…` / `postgresql://…`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false).acquire_timeout(ACQUIRE_TIMEOUT);
+
+        if url.starts_with("sqlite:") {
+            let in_memory = is_sqlite_memory_url(url);
+            let create_if_missing = !url_sets_param(url, "mode");
+            let tune = move |o: SqliteConnectOptions| {
+                let o = o
+                    .foreign_keys(true)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .create_if_missing(create_if_missing);
+                // An in-memory database has no file to log ahead of.
+                if in_memory {
+                    o
+                } else {
+                    o.journal_mode(SqliteJournalMode::Wal)
+                }
+            };
+            if !in_memory {
+                // Switching a new database file to WAL takes an exclusive lock that
+                // busy_timeout does not wait for, so do it once, on one connection, before the
+                // pool opens several at once. On a file already in WAL this is a no-op.
+                let conn = tune(url.parse().map_err(sqlx_conn_err)?)
+                    .connect()
+                    .await
+                    .map_err(sqlx_conn_err)?;
+                conn.close().await.map_err(sqlx_conn_err)?;
+            }
+            opts.map_sqlx_sqlite_opts(tune);
+            // One connection for an in-memory database: more would contend on shared-cache
+            // table locks, which ignore busy_timeout. Connections are opened up front and kept:
+            // no idle reaping, no pings (an embedded database has no network to lose).
+            let size = if in_memory {
+                1
+            } else {
+                SQLITE_FILE_CONNECTIONS
+            };
+            opts.max_connections(size)
+                .min_connections(size)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(false);
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            // One direct connection first: an unreachable server fails now, instead of the
+            // pool retrying a refused connection until its (long) acquire timeout.
+            let conn = url
+                .parse::<PgConnectOptions>()
+                .map_err(sqlx_conn_err)?
+                .connect()
+                .await
+                .map_err(sqlx_conn_err)?;
+            conn.close().await.map_err(sqlx_conn_err)?;
+            opts.max_connections(POSTGRES_CONNECTIONS)
+                .test_before_acquire_if_idle_for(Duration::from_secs(30));
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "unsupported database URL {url:?}: expected sqlite://…, sqlite::memory: or postgres://…"
+            )));
+        }
+
+        let db = Database::connect(opts).await?;
+        Migrator::up(&db, None).await?;
+        Ok(Store { db })
+    }
+
+    /// The underlying sea-orm connection pool, for queries this module does not offer.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so a transaction that reads before it writes cannot fail on the upgrade.
+    async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// Starts a read-only transaction whose queries all see one snapshot (on PostgreSQL that
+    /// needs REPEATABLE READ; a SQLite read transaction is a snapshot already).
+    async fn begin_snapshot(&self) -> Result<DatabaseTransaction, DbErr> {
+        match self.db.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                self.db
+                    .begin_with_config(
+                        Some(IsolationLevel::RepeatableRead),
+                        Some(AccessMode::ReadOnly),
+                    )
+                    .await
+            }
+            _ => self.db.begin().await,
+        }
+    }
+}
+
+/// `sqlite::memory:`, `sqlite://:memory:` or any SQLite URL with `mode=memory`.
+fn is_sqlite_memory_url(url: &str) -> bool {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    path == ":memory:"
+        || url
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|kv| kv == "mode=memory"))
+}
+
+/// A driver error while opening the database.
+fn sqlx_conn_err(err: sea_orm::sqlx::Error) -> StoreError {
+    StoreError::Db(DbErr::Conn(RuntimeErr::SqlxError(std::sync::Arc::new(err))))
+}
+
+/// Whether the URL's query string sets `name`.
+fn url_sets_param(url: &str, name: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|kv| kv.split('=').next() == Some(name))
+    })
+}
+
+/// Milliseconds since the Unix epoch, for administrative `created_at` stamps.
+fn now_ms() -> i64 {
+    use crate::clock::{Clock, SystemClock};
+    SystemClock.now_ms()
+}
+
+/// A fresh random id for a new row.
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

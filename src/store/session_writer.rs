@@ -1,0 +1,307 @@
+//! The group-commit session writer: the relay's hot path to disk.
+//!
+//! The relay reports what happens to a session as [`SessionEvent`]s. [`SessionWriter::record`]
+//! queues an event and returns at once (it never awaits); [`SessionWriter::record_durably`]
+//! also hands back a receiver that resolves once the event is committed — the relay awaits it
+//! before relaying the ACK that starts the billing clock.
+//!
+//! One task owns the writing:
+//! ```text
+//!  record()/record_durably() ──► unbounded queue ──► writer task
+//!                                                      │ take the first event, then whatever
+//!                                                      │ else is queued (up to 1024)
+//!                                                      │ BEGIN (IMMEDIATE on SQLite)
+//!                                                      │   one multi-row INSERT for the Created
+//!                                                      │   one UPDATE per other event, in order
+//!                                                      │ COMMIT
+//!                                                      ▼ answer every waiter of the batch
+//! ```
+//! One commit (one fsync) per batch rather than per event is what lets SQLite keep up with
+//! thousands of calls a second. Inserting the batch's `Created` events first is equivalent to
+//! applying them in order, because a session's `Created` precedes its other events.
+//!
+//! When the database refuses one of a batch's statements (bad data in one event), the writer
+//! retries the batch's events one by one, so one poisoned event cannot take the rest down with
+//! it; when the transaction cannot begin or commit, or the database cannot be reached, the
+//! whole batch is answered with the error. Failures
+//! are logged with `tracing::error!`; the task never panics. It ends, after writing everything
+//! queued, when the last [`SessionWriter`] clone is dropped.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, RuntimeErr, SqlxError,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::entities::sessions;
+use super::sessions::{SessionState, END_REASON_BYE};
+use super::{Party, Store};
+
+/// Most events written in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Most rows in one multi-row INSERT (well under SQLite's and PostgreSQL's bind limits).
+const INSERT_CHUNK: usize = 256;
+
+/// Something that happened to a session. Timestamps are milliseconds since the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The relay forwarded an INVITE: a new session in state `trying`.
+    Created {
+        id: String,
+        call_id: String,
+        caller: String,
+        service: String,
+        app_server: String,
+        node: String,
+        at: i64,
+    },
+    /// The 2xx was ACKed: state `confirmed`; the billing clock starts at `at`.
+    Confirmed { id: String, at: i64, status: u16 },
+    /// Last proof of life (an in-dialog request); a restart bills up to here.
+    Activity { id: String, at: i64 },
+    /// BYE answered: state `terminated`.
+    Terminated {
+        id: String,
+        at: i64,
+        duration_ms: i64,
+        ended_by: Party,
+    },
+    /// The INVITE got a non-2xx final response: state `failed`.
+    Failed { id: String, at: i64, status: u16 },
+    /// The caller cancelled the INVITE: state `cancelled`.
+    Cancelled { id: String, at: i64, status: u16 },
+}
+
+/// Answers a `record_durably` caller: `Ok` once committed, or why not.
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+struct Queued {
+    event: SessionEvent,
+    done: Option<Waiter>,
+}
+
+/// A cheap, cloneable handle on the writer task.
+#[derive(Clone, Debug)]
+pub struct SessionWriter {
+    tx: mpsc::UnboundedSender<Queued>,
+}
+
+impl SessionWriter {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn spawn(store: Store) -> (SessionWriter, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (SessionWriter { tx }, tokio::spawn(run(store, rx)))
+    }
+
+    /// Queues `ev` to be written with the next batch. Never blocks.
+    pub fn record(&self, ev: SessionEvent) {
+        self.enqueue(ev, None);
+    }
+
+    /// Queues `ev`; the receiver resolves once the transaction holding it has committed
+    /// (`Ok`), or with the reason it was not written.
+    pub fn record_durably(&self, ev: SessionEvent) -> oneshot::Receiver<Result<(), String>> {
+        let (done, rx) = oneshot::channel();
+        self.enqueue(ev, Some(done));
+        rx
+    }
+
+    fn enqueue(&self, event: SessionEvent, done: Option<Waiter>) {
+        if let Err(mpsc::error::SendError(lost)) = self.tx.send(Queued { event, done }) {
+            tracing::error!(event = ?lost.event, "session writer has stopped; event not recorded");
+            answer(lost.done, Err("session writer has stopped".to_owned()));
+        }
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Queued>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        write_batch(&store, &mut batch).await;
+    }
+}
+
+/// Writes and drains `batch`, answering every waiter in it.
+async fn write_batch(store: &Store, batch: &mut Vec<Queued>) {
+    let events: Vec<&SessionEvent> = batch.iter().map(|q| &q.event).collect();
+    match apply(store, &events).await {
+        Ok(outcomes) => {
+            for (queued, outcome) in batch.drain(..).zip(outcomes) {
+                answer(queued.done, outcome);
+            }
+        }
+        Err(BatchFailure::Rejected(err)) if batch.len() > 1 => {
+            tracing::error!(
+                error = %err,
+                events = batch.len(),
+                "session batch rejected; writing its events one by one"
+            );
+            for queued in batch.drain(..) {
+                let outcome = match apply(store, &[&queued.event]).await {
+                    Ok(mut outcomes) => outcomes.pop().unwrap_or(Ok(())),
+                    Err(BatchFailure::Rejected(err) | BatchFailure::Failed(err)) => {
+                        tracing::error!(error = %err, event = ?queued.event, "session event not recorded");
+                        Err(err.to_string())
+                    }
+                };
+                answer(queued.done, outcome);
+            }
+        }
+        Err(BatchFailure::Rejected(err) | BatchFailure::Failed(err)) => {
+            tracing::error!(error = %err, events = batch.len(), "session batch not recorded");
+            let reason = err.to_string();
+            for queued in batch.drain(..) {
+                answer(queued.done, Err(reason.clone()));
+            }
+        }
+    }
+}
+
+fn answer(done: Option<Waiter>, outcome: Result<(), String>) {
+    if let Some(done) = done {
+        // The caller may have stopped waiting; that is its business.
+        let _ = done.send(outcome);
+    }
+}
+
+/// Why a batch wrote nothing.
+enum BatchFailure {
+    /// The database refused one of the batch's statements: an event may carry bad data, so
+    /// writing the events one by one can save the others.
+    Rejected(DbErr),
+    /// The transaction could not start or commit, or the database could not be reached:
+    /// retrying event by event would fail the same way.
+    Failed(DbErr),
+}
+
+impl BatchFailure {
+    fn of_statement(err: DbErr) -> Self {
+        let refused = match &err {
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+                matches!(**e, SqlxError::Database(_) | SqlxError::Encode(_))
+            }
+            _ => false,
+        };
+        if refused {
+            BatchFailure::Rejected(err)
+        } else {
+            BatchFailure::Failed(err)
+        }
+    }
+}
+
+/// Applies `events` in one transaction. `Err` means nothing was written; otherwise one
+/// outcome per event (an update that matched no session is reported, not fatal).
+async fn apply(
+    store: &Store,
+    events: &[&SessionEvent],
+) -> Result<Vec<Result<(), String>>, BatchFailure> {
+    use sessions::Column as C;
+
+    let txn = store.begin_write().await.map_err(BatchFailure::Failed)?;
+
+    let created: Vec<sessions::ActiveModel> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            SessionEvent::Created {
+                id,
+                call_id,
+                caller,
+                service,
+                app_server,
+                node,
+                at,
+            } => Some(sessions::ActiveModel {
+                id: Set(id.clone()),
+                call_id: Set(call_id.clone()),
+                caller: Set(caller.clone()),
+                service: Set(service.clone()),
+                app_server: Set(app_server.clone()),
+                state: Set(SessionState::Trying.as_str().to_owned()),
+                final_status: Set(None),
+                created_at: Set(*at),
+                confirmed_at: Set(None),
+                ended_at: Set(None),
+                duration_ms: Set(None),
+                ended_by: Set(None),
+                end_reason: Set(None),
+                last_activity_at: Set(None),
+                node: Set(node.clone()),
+            }),
+            _ => None,
+        })
+        .collect();
+    for chunk in created.chunks(INSERT_CHUNK) {
+        sessions::Entity::insert_many(chunk.iter().cloned())
+            .exec_without_returning(&txn)
+            .await
+            .map_err(BatchFailure::of_statement)?;
+    }
+
+    let mut outcomes = Vec::with_capacity(events.len());
+    for ev in events {
+        let update = sessions::Entity::update_many();
+        let (id, update) = match ev {
+            SessionEvent::Created { .. } => {
+                outcomes.push(Ok(()));
+                continue;
+            }
+            SessionEvent::Confirmed { id, at, status } => (
+                id,
+                update
+                    .col_expr(C::State, Expr::value(SessionState::Confirmed.as_str()))
+                    .col_expr(C::FinalStatus, Expr::value(i32::from(*status)))
+                    .col_expr(C::ConfirmedAt, Expr::value(*at))
+                    .col_expr(C::LastActivityAt, Expr::value(*at)),
+            ),
+            SessionEvent::Activity { id, at } => {
+                (id, update.col_expr(C::LastActivityAt, Expr::value(*at)))
+            }
+            SessionEvent::Terminated {
+                id,
+                at,
+                duration_ms,
+                ended_by,
+            } => (
+                id,
+                update
+                    .col_expr(C::State, Expr::value(SessionState::Terminated.as_str()))
+                    .col_expr(C::EndedAt, Expr::value(*at))
+                    .col_expr(C::DurationMs, Expr::value(*duration_ms))
+                    .col_expr(C::EndedBy, Expr::value(ended_by.as_str()))
+                    .col_expr(C::EndReason, Expr::value(END_REASON_BYE)),
+            ),
+            SessionEvent::Failed { id, at, status } => (
+                id,
+                update
+                    .col_expr(C::State, Expr::value(SessionState::Failed.as_str()))
+                    .col_expr(C::FinalStatus, Expr::value(i32::from(*status)))
+                    .col_expr(C::EndedAt, Expr::value(*at)),
+            ),
+            SessionEvent::Cancelled { id, at, status } => (
+                id,
+                update
+                    .col_expr(C::State, Expr::value(SessionState::Cancelled.as_str()))
+                    .col_expr(C::FinalStatus, Expr::value(i32::from(*status)))
+                    .col_expr(C::EndedAt, Expr::value(*at)),
+            ),
+        };
+        let matched = update
+            .filter(C::Id.eq(id.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(BatchFailure::of_statement)?
+            .rows_affected;
+        outcomes.push(if matched == 0 {
+            tracing::warn!(session = %id, event = ?ev, "session event for an unknown session");
+            Err(format!("no session {id}"))
+        } else {
+            Ok(())
+        });
+    }
+
+    txn.commit().await.map_err(BatchFailure::Failed)?;
+    Ok(outcomes)
+}

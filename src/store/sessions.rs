@@ -1,0 +1,289 @@
+//! Sessions as stored: their states, how they are read, and how a restart closes the ones a
+//! previous run left open.
+//!
+//! ```text
+//!  Created ──► trying ──Confirmed──► confirmed ──Terminated──► terminated
+//!                │                       │
+//!                ├──Failed────► failed   └──(relay restart)──► terminated, ended_by relay
+//!                ├──Cancelled─► cancelled
+//!                └──(relay restart)──► failed, end_reason relay_restart
+//! ```
+//! Writes go through the [`SessionWriter`](super::SessionWriter).
+
+use std::fmt;
+use std::str::FromStr;
+
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+
+use super::entities::sessions;
+use super::{Store, StoreError};
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// INVITE relayed, no final answer yet.
+    Trying,
+    /// 2xx relayed and ACKed: the clock runs.
+    Confirmed,
+    /// Ended by BYE (or closed after a relay restart).
+    Terminated,
+    /// Ended by a non-2xx final response (or a relay restart before one).
+    Failed,
+    /// Ended by the caller's CANCEL.
+    Cancelled,
+}
+
+impl SessionState {
+    /// The lowercase name stored in the database and shown to operators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Trying => "trying",
+            SessionState::Confirmed => "confirmed",
+            SessionState::Terminated => "terminated",
+            SessionState::Failed => "failed",
+            SessionState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SessionState {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "trying" => Ok(SessionState::Trying),
+            "confirmed" => Ok(SessionState::Confirmed),
+            "terminated" => Ok(SessionState::Terminated),
+            "failed" => Ok(SessionState::Failed),
+            "cancelled" => Ok(SessionState::Cancelled),
+            other => Err(StoreError::Invalid(format!(
+                "unknown session state {other:?}: expected trying, confirmed, terminated, failed or cancelled"
+            ))),
+        }
+    }
+}
+
+/// Who ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Party {
+    Caller,
+    Callee,
+    /// The relay itself: session timer, maximum duration, or a restart.
+    Relay,
+}
+
+impl Party {
+    /// The lowercase name stored in `sessions.ended_by`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Party::Caller => "caller",
+            Party::Callee => "callee",
+            Party::Relay => "relay",
+        }
+    }
+}
+
+impl fmt::Display for Party {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `sessions.end_reason` for a session ended by BYE.
+pub(super) const END_REASON_BYE: &str = "bye";
+/// `sessions.end_reason` for a session closed because its relay restarted.
+const END_REASON_RELAY_RESTART: &str = "relay_restart";
+
+/// One session row.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub call_id: String,
+    /// The authenticated user name.
+    pub caller: String,
+    /// `name@domain`.
+    pub service: String,
+    /// The application server's name.
+    pub app_server: String,
+    pub state: SessionState,
+    /// SIP status of the INVITE's final response, once known.
+    pub final_status: Option<u16>,
+    pub created_at: i64,
+    pub confirmed_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// `caller`, `callee` or `relay`.
+    pub ended_by: Option<String>,
+    /// `bye` or `relay_restart`.
+    pub end_reason: Option<String>,
+    /// The relay node that record-routed the session.
+    pub node: String,
+}
+
+impl TryFrom<sessions::Model> for SessionRecord {
+    type Error = StoreError;
+
+    fn try_from(m: sessions::Model) -> Result<Self, StoreError> {
+        let state = m.state.parse()?;
+        let final_status = m
+            .final_status
+            .map(|s| {
+                u16::try_from(s).map_err(|_| {
+                    StoreError::Invalid(format!("session {} has final status {s}", m.id))
+                })
+            })
+            .transpose()?;
+        Ok(SessionRecord {
+            id: m.id,
+            call_id: m.call_id,
+            caller: m.caller,
+            service: m.service,
+            app_server: m.app_server,
+            state,
+            final_status,
+            created_at: m.created_at,
+            confirmed_at: m.confirmed_at,
+            ended_at: m.ended_at,
+            duration_ms: m.duration_ms,
+            ended_by: m.ended_by,
+            end_reason: m.end_reason,
+            node: m.node,
+        })
+    }
+}
+
+/// Which sessions [`Store::list_sessions`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// Only sessions in this state; all states when `None`.
+    pub state: Option<SessionState>,
+    /// At most this many rows (the newest).
+    pub limit: u64,
+}
+
+impl Default for SessionFilter {
+    /// Every state, the newest 100.
+    fn default() -> Self {
+        SessionFilter {
+            state: None,
+            limit: 100,
+        }
+    }
+}
+
+impl Store {
+    /// Sessions matching `filter`, newest first.
+    pub async fn list_sessions(
+        &self,
+        filter: SessionFilter,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut query = sessions::Entity::find();
+        if let Some(state) = filter.state {
+            query = query.filter(sessions::Column::State.eq(state.as_str()));
+        }
+        query
+            .order_by_desc(sessions::Column::CreatedAt)
+            .order_by_desc(sessions::Column::Id)
+            .limit(filter.limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(SessionRecord::try_from)
+            .collect()
+    }
+
+    /// One session by id.
+    pub async fn get_session(&self, id: &str) -> Result<SessionRecord, StoreError> {
+        sessions::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no session {id}")))?
+            .try_into()
+    }
+
+    /// Closes the sessions relay node `node` left open when it stopped; run at start-up.
+    ///
+    /// A `trying` session becomes `failed` (no final status, ended now); a `confirmed` one
+    /// becomes `terminated`, ended — and billed — at its last proof of life
+    /// (`last_activity_at`, else `confirmed_at`). Both are marked `ended_by = relay`,
+    /// `end_reason = relay_restart`. Other nodes' sessions are left alone: on a shared
+    /// database they may be live. Returns the number of sessions closed.
+    pub async fn close_interrupted_sessions(
+        &self,
+        node: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        use sessions::Column as C;
+
+        let txn = self.begin_write().await?;
+        let failed = sessions::Entity::update_many()
+            .col_expr(C::State, Expr::value(SessionState::Failed.as_str()))
+            .col_expr(C::EndedAt, Expr::value(now_ms))
+            .col_expr(C::EndedBy, Expr::value(Party::Relay.as_str()))
+            .col_expr(C::EndReason, Expr::value(END_REASON_RELAY_RESTART))
+            .filter(C::Node.eq(node))
+            .filter(C::State.eq(SessionState::Trying.as_str()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+
+        let start = || Func::coalesce([Expr::col(C::ConfirmedAt), Expr::col(C::CreatedAt)]);
+        let last_proof_of_life = || {
+            Func::coalesce([
+                Expr::col(C::LastActivityAt),
+                Expr::col(C::ConfirmedAt),
+                Expr::col(C::CreatedAt),
+            ])
+        };
+        let terminated = sessions::Entity::update_many()
+            .col_expr(C::State, Expr::value(SessionState::Terminated.as_str()))
+            .col_expr(C::EndedAt, last_proof_of_life().into())
+            .col_expr(
+                C::DurationMs,
+                Expr::expr(last_proof_of_life()).sub(Expr::expr(start())),
+            )
+            .col_expr(C::EndedBy, Expr::value(Party::Relay.as_str()))
+            .col_expr(C::EndReason, Expr::value(END_REASON_RELAY_RESTART))
+            .filter(C::Node.eq(node))
+            .filter(C::State.eq(SessionState::Confirmed.as_str()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+
+        Ok(failed + terminated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for state in [
+            SessionState::Trying,
+            SessionState::Confirmed,
+            SessionState::Terminated,
+            SessionState::Failed,
+            SessionState::Cancelled,
+        ] {
+            assert_eq!(state.as_str().parse::<SessionState>().ok(), Some(state));
+            assert_eq!(
+                serde_json::to_string(&state).ok(),
+                Some(format!("\"{}\"", state.as_str()))
+            );
+        }
+        assert!("Trying".parse::<SessionState>().is_err());
+    }
+}

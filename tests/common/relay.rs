@@ -1,0 +1,89 @@
+//! Starts a real relay on port 0 with a fresh SQLite database for one test.
+
+use super::db::sqlite_url;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use tempfile::TempDir;
+use tollgate::app::{self, Relay};
+use tollgate::clock::SystemClock;
+use tollgate::config::{Config, Protocol};
+use tollgate::store::Store;
+
+pub const DOMAIN: &str = "portal.com";
+
+/// A running relay and the database behind it.
+pub struct TestRelay {
+    pub relay: Relay,
+    pub store: Store,
+    pub dir: TempDir,
+}
+
+impl TestRelay {
+    pub fn udp(&self) -> SocketAddr {
+        self.relay.sip_addr(Protocol::Udp).expect("udp listener")
+    }
+    pub fn tcp(&self) -> SocketAddr {
+        self.relay.sip_addr(Protocol::Tcp).expect("tcp listener")
+    }
+    pub fn addr(&self, protocol: Protocol) -> SocketAddr {
+        self.relay.sip_addr(protocol).expect("listener")
+    }
+}
+
+/// The directory a test starts with: user alice/secret and `service1@portal.com` served by
+/// application servers at the given URIs (named shop1, shop2, …).
+pub struct Seed {
+    pub app_servers: Vec<String>,
+}
+
+pub fn test_config(dir: &TempDir) -> Config {
+    let mut config = Config::default();
+    config.database.url = sqlite_url(dir.path());
+    config.sip.domain = DOMAIN.into();
+    config.sip.listen = vec![
+        "udp:127.0.0.1:0".parse().unwrap(),
+        "tcp:127.0.0.1:0".parse().unwrap(),
+    ];
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    // sipp 3.6 answers only the first challenge and only knows MD5.
+    config.sip.digest_algorithms = vec!["MD5".into(), "SHA-256".into()];
+    config
+}
+
+pub async fn start_relay(seed: Seed) -> TestRelay {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(&dir);
+    start_relay_with(seed, config, dir).await
+}
+
+pub async fn start_relay_with(seed: Seed, config: Config, dir: TempDir) -> TestRelay {
+    let store = Store::connect(&config.database.url).await.expect("store");
+    store.add_user("alice", DOMAIN, "secret").await.expect("user");
+    let mut names = Vec::new();
+    for (i, uri) in seed.app_servers.iter().enumerate() {
+        let name = format!("shop{}", i + 1);
+        store.add_app_server(&name, uri).await.expect("app server");
+        names.push(name);
+    }
+    if !names.is_empty() {
+        store
+            .add_service(&format!("service1@{DOMAIN}"), &names)
+            .await
+            .expect("service");
+    }
+    let relay = app::start(&config, Arc::new(SystemClock))
+        .await
+        .expect("relay starts");
+    TestRelay { relay, store, dir }
+}
+
+/// A UDP and TCP port that is free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
