@@ -6,8 +6,8 @@ use crate::clock::SharedClock;
 use crate::config::{ChallengeStyle, Config, Listen, Protocol};
 use crate::relay::auth::{AuthSettings, Authenticator, ChallengeKind};
 use crate::relay::directory::DirectoryCache;
-use crate::sip::digest::Algorithm;
 use crate::relay::proxy::{Core, CoreParts, CoreSettings, LocalIdentity};
+use crate::sip::digest::Algorithm;
 use crate::sip::transport::Transports;
 use crate::store::{SessionWriter, Store, StoreError};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -64,7 +64,9 @@ impl Relay {
 /// closed honestly (billed to their last proof of life).
 pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppError> {
     let store = Store::connect(&config.database.url).await?;
-    let closed = store.close_interrupted_sessions(&config.node_id, clock.now_ms()).await?;
+    let closed = store
+        .close_interrupted_sessions(&config.node_id, clock.now_ms())
+        .await?;
     if closed > 0 {
         tracing::warn!(closed, "closed sessions left open by a previous run");
     }
@@ -98,7 +100,11 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             a.parse::<Algorithm>()
                 .ok()
                 .filter(|alg| *alg != Algorithm::Sha512_256)
-                .ok_or_else(|| AppError::Config(format!("[sip] digest_algorithms: `{a}` is not MD5 or SHA-256")))
+                .ok_or_else(|| {
+                    AppError::Config(format!(
+                        "[sip] digest_algorithms: `{a}` is not MD5 or SHA-256"
+                    ))
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if algorithms.is_empty() {
@@ -164,7 +170,12 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
 /// The host other parties reach this relay at: configured, the bound IP, or (bound to a
 /// wildcard) the address this machine uses for outgoing traffic.
 fn local_identity(config: &Config, bound: &[Listen]) -> LocalIdentity {
-    let port = |p: Protocol| bound.iter().find(|l| l.protocol == p).map(|l| l.addr.port());
+    let port = |p: Protocol| {
+        bound
+            .iter()
+            .find(|l| l.protocol == p)
+            .map(|l| l.addr.port())
+    };
     let bound_ip = bound.first().map(|l| l.addr.ip());
     let host = match (&config.sip.public_host, bound_ip) {
         (Some(h), _) => h.clone(),

@@ -253,10 +253,7 @@ impl Config {
     }
 
     /// Applies `TOLLGATE_*` overrides read through `get`.
-    pub fn apply_env(
-        &mut self,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn parse<T: FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
         where
             T::Err: fmt::Display,

@@ -6,6 +6,8 @@
 //!   No business rules live here.
 //! - [`relay`]: the stateful proxy core: transactions (RFC 3261 §17), registrar,
 //!   authentication, the service directory, dialogs and session timing.
+//! - [`tokens`]: session tokens (JWT): signing keys and their rotation, minting, the JWK set,
+//!   and the verifier an application server can use.
 //! - [`store`]: sea-orm entities and queries, and the group-commit session writer.
 //! - [`client`]: the `tollgate call` SIP client terminal.
 //! - [`config`]: layered configuration (defaults → `tollgate.toml` → `TOLLGATE_*`).
@@ -19,3 +21,4 @@ pub mod config;
 pub mod relay;
 pub mod sip;
 pub mod store;
+pub mod tokens;

@@ -11,7 +11,11 @@ use tollgate::config::{Config, Protocol};
 use tollgate::store::{SessionFilter, SessionState, Store};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "A SIP relay that authenticates, routes and times sessions for application servers")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A SIP relay that authenticates, routes and times sessions for application servers"
+)]
 struct Cli {
     /// Configuration file (default: ./tollgate.toml when present).
     #[arg(long, global = true)]
@@ -187,7 +191,8 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 ServiceAction::List => {
                     for s in store.list_services().await? {
-                        let servers: Vec<_> = s.app_servers.iter().map(|a| a.name.as_str()).collect();
+                        let servers: Vec<_> =
+                            s.app_servers.iter().map(|a| a.name.as_str()).collect();
                         println!("{}\t{}", s.address(), servers.join(","));
                     }
                 }
@@ -199,23 +204,49 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let store = Store::connect(&config.database.url).await?;
             let state = match state {
-                Some(s) => Some(s.parse::<SessionState>().map_err(|e| anyhow::anyhow!("--state: {e}"))?),
+                Some(s) => Some(
+                    s.parse::<SessionState>()
+                        .map_err(|e| anyhow::anyhow!("--state: {e}"))?,
+                ),
                 None => None,
             };
             let sessions = store.list_sessions(SessionFilter { state, limit }).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&sessions)?);
             } else {
-                println!("{:<36}  {:<10}  {:>6}  {:>10}  {:<12}  {:<24}  app server", "id", "state", "status", "duration", "caller", "service");
+                println!(
+                    "{:<36}  {:<10}  {:>6}  {:>10}  {:<12}  {:<24}  app server",
+                    "id", "state", "status", "duration", "caller", "service"
+                );
                 for s in sessions {
-                    let duration = s.duration_ms.map(|d| format!("{:.3}s", d as f64 / 1000.0)).unwrap_or_default();
+                    let duration = s
+                        .duration_ms
+                        .map(|d| format!("{:.3}s", d as f64 / 1000.0))
+                        .unwrap_or_default();
                     let status = s.final_status.map(|c| c.to_string()).unwrap_or_default();
-                    println!("{:<36}  {:<10}  {:>6}  {:>10}  {:<12}  {:<24}  {}", s.id, s.state.as_str(), status, duration, s.caller, s.service, s.app_server);
+                    println!(
+                        "{:<36}  {:<10}  {:>6}  {:>10}  {:<12}  {:<24}  {}",
+                        s.id,
+                        s.state.as_str(),
+                        status,
+                        duration,
+                        s.caller,
+                        s.service,
+                        s.app_server
+                    );
                 }
             }
             Ok(())
         }
-        Command::Call { target, user, password, body, hold, proxy, tcp } => {
+        Command::Call {
+            target,
+            user,
+            password,
+            body,
+            hold,
+            proxy,
+            tcp,
+        } => {
             let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
             let proxy = match proxy {
                 Some(p) => tokio::net::lookup_host(&p)
@@ -229,7 +260,9 @@ async fn run(cli: Cli) -> Result<()> {
                         .listen
                         .iter()
                         .find(|l| l.protocol == protocol)
-                        .context("no SIP listener of that transport in the configuration; pass --proxy")?;
+                        .context(
+                            "no SIP listener of that transport in the configuration; pass --proxy",
+                        )?;
                     let mut addr = listen.addr;
                     if addr.ip().is_unspecified() {
                         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -239,7 +272,8 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let body = match body {
                 Some(path) => {
-                    let bytes = std::fs::read(&path).with_context(|| format!("--body {}", path.display()))?;
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("--body {}", path.display()))?;
                     let content_type = tollgate::client::content_type_for(&path);
                     Some((content_type.to_string(), bytes))
                 }
@@ -256,7 +290,11 @@ async fn run(cli: Cli) -> Result<()> {
                 password,
                 body,
                 hold: Duration::from_secs_f64(hold),
-                local_ip: if proxy.ip().is_loopback() { proxy.ip() } else { std::net::Ipv4Addr::UNSPECIFIED.into() },
+                local_ip: if proxy.ip().is_loopback() {
+                    proxy.ip()
+                } else {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                },
             };
             let mut out = std::io::stdout();
             tollgate::client::call(options, &mut out).await?;
@@ -274,7 +312,9 @@ async fn serve(config: Config, demo: bool) -> Result<()> {
         println!("tollgate ready: sip {} {}", listen.protocol, listen.addr);
     }
     println!("tollgate ready: http {}", relay.http);
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     eprintln!("shutting down");
     relay.shutdown().await;
     Ok(())
@@ -287,13 +327,29 @@ async fn seed_demo(config: &Config) -> Result<()> {
     if !store.list_users().await?.iter().any(|u| u.name == "alice") {
         store.add_user("alice", domain, "secret").await?;
     }
-    if !store.list_app_servers().await?.iter().any(|a| a.name == "demo-shop") {
-        store.add_app_server("demo-shop", "sip:127.0.0.1:5090").await?;
+    if !store
+        .list_app_servers()
+        .await?
+        .iter()
+        .any(|a| a.name == "demo-shop")
+    {
+        store
+            .add_app_server("demo-shop", "sip:127.0.0.1:5090")
+            .await?;
     }
     let service = format!("service1@{domain}");
-    if !store.list_services().await?.iter().any(|s| s.address() == service) {
-        store.add_service(&service, &["demo-shop".to_string()]).await?;
+    if !store
+        .list_services()
+        .await?
+        .iter()
+        .any(|s| s.address() == service)
+    {
+        store
+            .add_service(&service, &["demo-shop".to_string()])
+            .await?;
     }
-    println!("demo data: user alice/secret, service sip:{service} → demo-shop (sip:127.0.0.1:5090)");
+    println!(
+        "demo data: user alice/secret, service sip:{service} → demo-shop (sip:127.0.0.1:5090)"
+    );
     Ok(())
 }

@@ -26,8 +26,16 @@ async fn calls_with_digest_auth_all_succeed(tcp: bool, calls: u32) {
     let uac = Sipp::uac("uac_auth.xml", target, calls, 100, tcp, &[]);
     let uac_run = uac.finish(LIMIT).await;
     let uas_run = uas.finish(LIMIT).await;
-    assert!(uac_run.succeeded(), "sipp client failed:\n{}", uac_run.output);
-    assert!(uas_run.succeeded(), "sipp server failed:\n{}", uas_run.output);
+    assert!(
+        uac_run.succeeded(),
+        "sipp client failed:\n{}",
+        uac_run.output
+    );
+    assert!(
+        uas_run.succeeded(),
+        "sipp server failed:\n{}",
+        uas_run.output
+    );
 
     let store = relay.store.clone();
     relay.relay.shutdown().await;

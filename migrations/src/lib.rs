@@ -9,6 +9,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20251126_000001_initial;
+mod m20261126_000002_signing_keys;
 
 /// Runs Tollgate's migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -16,6 +17,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20251126_000001_initial::Migration)]
+        vec![
+            Box::new(m20251126_000001_initial::Migration),
+            Box::new(m20261126_000002_signing_keys::Migration),
+        ]
     }
 }

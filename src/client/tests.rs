@@ -218,7 +218,8 @@ async fn udp_call_with_digest_challenge_hold_and_bye() {
         .await;
     let key = NonceKey::new(b"cluster secret");
     let nonce = key.issue(1_000);
-    let mut chals = digest::challenge_headers("portal.com", &nonce, false);
+    let mut chals =
+        digest::challenge_headers("portal.com", &nonce, false, &digest::CHALLENGE_ALGORITHMS);
     chals.reverse();
     relay
         .send(&reply(
@@ -409,7 +410,12 @@ async fn a_second_challenge_is_a_rejection() {
     for cseq in 1..=2 {
         let invite = relay.recv_request().await;
         assert_eq!(cseq_of(&invite), Some((cseq, "INVITE".into())));
-        let chal = digest::challenge_headers("portal.com", &key.issue(0), false);
+        let chal = digest::challenge_headers(
+            "portal.com",
+            &key.issue(0),
+            false,
+            &digest::CHALLENGE_ALGORITHMS,
+        );
         relay
             .send(&reply(
                 &invite,

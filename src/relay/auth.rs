@@ -106,7 +106,10 @@ impl Authenticator {
             Ok(c) => c,
             Err(_) => return AuthOutcome::Malformed,
         };
-        match self.nonces.check(&creds.nonce, now_ms, self.nonce_lifetime_ms) {
+        match self
+            .nonces
+            .check(&creds.nonce, now_ms, self.nonce_lifetime_ms)
+        {
             NonceStatus::Valid => {}
             NonceStatus::Stale => return AuthOutcome::Challenge { stale: true },
             NonceStatus::Invalid => {
@@ -148,7 +151,11 @@ impl Authenticator {
 }
 
 /// The credentials header value addressed to `realm`, if any.
-fn credentials_for_realm<'a>(req: &'a Request, kind: ChallengeKind, realm: &str) -> Option<&'a str> {
+fn credentials_for_realm<'a>(
+    req: &'a Request,
+    kind: ChallengeKind,
+    realm: &str,
+) -> Option<&'a str> {
     let needle = format!("realm=\"{realm}\"");
     req.headers.iter().find_map(|h| {
         let value = match (kind, h) {

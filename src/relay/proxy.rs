@@ -89,7 +89,7 @@ impl LocalIdentity {
             return true;
         }
         let port = port.unwrap_or(5060);
-        (host == self.host || self.hosts.iter().any(|h| *h == host))
+        (host == self.host || self.hosts.contains(&host))
             && (Some(port) == self.udp_port || Some(port) == self.tcp_port)
     }
 }
@@ -203,12 +203,19 @@ impl Core {
         match msg::parse(&inbound.bytes) {
             Ok(SipMessage::Request(req)) => self.on_request(req, inbound.source, inbound.protocol),
             Ok(SipMessage::Response(resp)) => self.on_response(resp),
-            Err((MessageError::Truncated { .. }, Some(SipMessage::Request(req)))) => {
-                self.reply_stateless(&req, inbound.source, inbound.protocol, 400, "Truncated body")
-            }
-            Err((e, _)) => {
-                tracing::debug!(source = %inbound.source, error = %e, "dropping unparseable message")
-            }
+            Err(failure) => match (failure.error, failure.parsed.map(|m| *m)) {
+                (MessageError::Truncated { .. }, Some(SipMessage::Request(req))) => self
+                    .reply_stateless(
+                        &req,
+                        inbound.source,
+                        inbound.protocol,
+                        400,
+                        "Truncated body",
+                    ),
+                (e, _) => tracing::debug!(
+                    source = %inbound.source, error = %e, "dropping unparseable message"
+                ),
+            },
         }
     }
 
@@ -219,7 +226,13 @@ impl Core {
         let key = match server_key(&req, via.branch, via.sent_by) {
             Some(k) => k,
             None => {
-                return self.reply_stateless(&req, source, protocol, 400, "Missing Call-ID, From or CSeq")
+                return self.reply_stateless(
+                    &req,
+                    source,
+                    protocol,
+                    400,
+                    "Missing Call-ID, From or CSeq",
+                )
             }
         };
         if req.method == Method::Ack {
@@ -266,7 +279,7 @@ impl Core {
         let Some(req) = self.server_txns.get(&key).and_then(|t| t.request.as_ref()) else {
             return;
         };
-        let method = req.method.clone();
+        let method = req.method;
         let to_us = self.addressed_to_us(req);
         let has_route = req.headers.iter().any(|h| matches!(h, Header::Route(_)));
         let in_dialog = msg::to_tag(&req.headers).is_some();
@@ -329,11 +342,20 @@ impl Core {
     // ---------------------------------------------------------------- authentication
 
     /// Returns the authenticated user, or answers the request and returns `None`.
-    fn authenticate(&mut self, key: &ServerKey, kind: ChallengeKind, source: SocketAddr) -> Option<String> {
+    fn authenticate(
+        &mut self,
+        key: &ServerKey,
+        kind: ChallengeKind,
+        source: SocketAddr,
+    ) -> Option<String> {
         let now = self.now();
         let snapshot = self.parts.directory.snapshot();
         let req = self.server_txns.get(key)?.request.as_ref()?;
-        match self.parts.auth.check(req, kind, &snapshot, source.ip(), now) {
+        match self
+            .parts
+            .auth
+            .check(req, kind, &snapshot, source.ip(), now)
+        {
             AuthOutcome::Authenticated(user) => Some(user),
             AuthOutcome::Challenge { stale } => {
                 let headers = self.parts.auth.challenge(kind, stale, now);
@@ -388,11 +410,23 @@ impl Core {
         let Some(req) = self.server_txns.get(&key).and_then(|t| t.request.as_ref()) else {
             return;
         };
-        let service_name = req.uri.auth.as_ref().map(|a| a.user.clone()).unwrap_or_default();
+        let service_name = req
+            .uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
         let domain = req.uri.host_with_port.host.to_string();
         let targets = match snapshot.service(&service_name, &domain) {
             Some(t) if !t.is_empty() => t.to_vec(),
-            Some(_) => return self.respond(&key, 503, Some("No application server reachable"), Vec::new()),
+            Some(_) => {
+                return self.respond(
+                    &key,
+                    503,
+                    Some("No application server reachable"),
+                    Vec::new(),
+                )
+            }
             None => return self.respond(&key, 404, None, Vec::new()),
         };
         let service = format!("{service_name}@{domain}").to_ascii_lowercase();
@@ -408,10 +442,10 @@ impl Core {
             .iter()
             .position(|h| !matches!(h, Header::Via(_)))
             .unwrap_or(forwarded.headers.len());
-        forwarded
-            .headers
-            .0
-            .insert(after_vias, Header::RecordRoute(rsipstack::sip::RecordRoute::new(rr)));
+        forwarded.headers.0.insert(
+            after_vias,
+            Header::RecordRoute(rsipstack::sip::RecordRoute::new(rr)),
+        );
         let hash = loop_hash(req);
         let call_id = msg::call_id(&req.headers).unwrap_or_default().to_string();
         let now = self.now();
@@ -458,7 +492,9 @@ impl Core {
             self.settings.local.sent_by(target.protocol),
             branch_id
         );
-        req.headers.0.insert(0, Header::Via(rsipstack::sip::Via::new(via)));
+        req.headers
+            .0
+            .insert(0, Header::Via(rsipstack::sip::Via::new(via)));
         Bytes::from(req.to_bytes())
     }
 
@@ -467,7 +503,11 @@ impl Core {
         match protocol {
             Protocol::Udp => format!("<sip:{}:{};lr>", local.host, local.port(protocol)),
             Protocol::Tcp => {
-                format!("<sip:{}:{};transport=tcp;lr>", local.host, local.port(protocol))
+                format!(
+                    "<sip:{}:{};transport=tcp;lr>",
+                    local.host,
+                    local.port(protocol)
+                )
             }
         }
     }
@@ -481,13 +521,26 @@ impl Core {
             self.send(b.protocol, b.addr, b.wire.clone());
             if b.protocol == Protocol::Udp {
                 self.timers.insert(
-                    Timer::Retransmit { branch: b.id.clone(), interval: t1 },
+                    Timer::Retransmit {
+                        branch: b.id.clone(),
+                        interval: t1,
+                    },
                     t1,
                 );
             }
-            self.timers.insert(Timer::BranchTimeout { branch: b.id.clone() }, 64 * t1);
+            self.timers.insert(
+                Timer::BranchTimeout {
+                    branch: b.id.clone(),
+                },
+                64 * t1,
+            );
             if is_invite {
-                self.timers.insert(Timer::InviteTimeout { branch: b.id.clone() }, TIMER_C);
+                self.timers.insert(
+                    Timer::InviteTimeout {
+                        branch: b.id.clone(),
+                    },
+                    TIMER_C,
+                );
             }
         }
         if let Some(txn) = self.server_txns.get_mut(&key) {
@@ -504,9 +557,13 @@ impl Core {
     // ---------------------------------------------------------------- in-dialog requests
 
     fn forward_in_dialog(&mut self, key: ServerKey, source: SocketAddr) {
-        let Some(txn) = self.server_txns.get(&key) else { return };
+        let Some(txn) = self.server_txns.get(&key) else {
+            return;
+        };
         let protocol = txn.protocol;
-        let Some(req) = txn.request.as_ref() else { return };
+        let Some(req) = txn.request.as_ref() else {
+            return;
+        };
         let Some(dialog_key) = self.find_dialog(req) else {
             return self.respond(&key, 481, None, Vec::new());
         };
@@ -519,10 +576,18 @@ impl Core {
             }
             return;
         }
-        let req = self.server_txns[&key].request.as_ref().expect("checked").clone();
+        let req = self.server_txns[&key]
+            .request
+            .as_ref()
+            .expect("checked")
+            .clone();
         let from_caller = msg::from_tag(&req.headers) == Some(dialog.caller_tag.as_str());
         if req.method == Method::Bye {
-            dialog.state = DialogState::Ending(if from_caller { Party::Caller } else { Party::Callee });
+            dialog.state = DialogState::Ending(if from_caller {
+                Party::Caller
+            } else {
+                Party::Callee
+            });
         }
         let session_id = dialog.session_id.clone();
         self.parts.sessions.record(SessionEvent::Activity {
@@ -533,7 +598,9 @@ impl Core {
         self.pop_own_routes(&mut forwarded);
         let (addr, out_protocol) = match next_hop(&forwarded) {
             Some(hop) => hop,
-            None => return self.respond(&key, 503, Some("Next hop is not an IP address"), Vec::new()),
+            None => {
+                return self.respond(&key, 503, Some("Next hop is not an IP address"), Vec::new())
+            }
         };
         prepare_forward(&mut forwarded);
         let branch_id = format!("z9hG4bK{}.0", loop_hash(&req));
@@ -543,7 +610,10 @@ impl Core {
             self.settings.local.sent_by(out_protocol),
             branch_id
         );
-        forwarded.headers.0.insert(0, Header::Via(rsipstack::sip::Via::new(via)));
+        forwarded
+            .headers
+            .0
+            .insert(0, Header::Via(rsipstack::sip::Via::new(via)));
         let branch = Branch {
             id: branch_id,
             addr,
@@ -570,9 +640,7 @@ impl Core {
             let keep = match h {
                 Header::Route(r) => {
                     first_route_at.get_or_insert(i);
-                    routes.extend(
-                        msg_split_list(r.value()).into_iter().map(str::to_string),
-                    );
+                    routes.extend(msg_split_list(r.value()).into_iter().map(str::to_string));
                     false
                 }
                 _ => true,
@@ -582,9 +650,7 @@ impl Core {
         });
         let remaining: Vec<String> = routes
             .into_iter()
-            .skip_while(|r| {
-                Uri::try_from(msg::addr_uri(r)).is_ok_and(|u| local.is_me(&u, domain))
-            })
+            .skip_while(|r| Uri::try_from(msg::addr_uri(r)).is_ok_and(|u| local.is_me(&u, domain)))
             .collect();
         if let Some(at) = first_route_at {
             let at = at.min(req.headers.len());
@@ -614,8 +680,13 @@ impl Core {
             if matches!(txn.state, ServerState::Completed | ServerState::Confirmed) {
                 if txn.state == ServerState::Completed {
                     txn.state = ServerState::Confirmed;
-                    let linger = if txn.protocol == Protocol::Udp { T4 } else { Duration::ZERO };
-                    self.timers.insert(Timer::Remove { key: invite_key }, linger);
+                    let linger = if txn.protocol == Protocol::Udp {
+                        T4
+                    } else {
+                        Duration::ZERO
+                    };
+                    self.timers
+                        .insert(Timer::Remove { key: invite_key }, linger);
                 }
                 return;
             }
@@ -636,7 +707,10 @@ impl Core {
             self.settings.local.sent_by(out_protocol),
             loop_hash(&req)
         );
-        forwarded.headers.0.insert(0, Header::Via(rsipstack::sip::Via::new(via)));
+        forwarded
+            .headers
+            .0
+            .insert(0, Header::Via(rsipstack::sip::Via::new(via)));
         let wire = Bytes::from(forwarded.to_bytes());
         let now = self.now();
         let dialog = self.dialogs.get_mut(&dialog_key).expect("found above");
@@ -654,7 +728,9 @@ impl Core {
                 tokio::spawn(async move {
                     match done.await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!(error = %e, "session confirmation not stored"),
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "session confirmation not stored")
+                        }
                         Err(_) => tracing::error!("session writer stopped"),
                     }
                     let _ = events.send(CoreEvent::ConfirmedDurably { dialog: dialog_key });
@@ -698,7 +774,11 @@ impl Core {
         if !found {
             return;
         }
-        let pending: Vec<usize> = match self.server_txns.get_mut(&invite_key).and_then(|t| t.proxy.as_mut()) {
+        let pending: Vec<usize> = match self
+            .server_txns
+            .get_mut(&invite_key)
+            .and_then(|t| t.proxy.as_mut())
+        {
             Some(ctx) if !ctx.answered => {
                 ctx.cancelled = true;
                 (0..ctx.branches.len()).collect()
@@ -728,7 +808,8 @@ impl Core {
                 if let Some(cancel) = build_cancel(&b.wire) {
                     let (protocol, addr, id) = (b.protocol, b.addr, b.id.clone());
                     self.send(protocol, addr, cancel);
-                    self.timers.insert(Timer::CancelTimeout { branch: id }, 64 * t1);
+                    self.timers
+                        .insert(Timer::CancelTimeout { branch: id }, 64 * t1);
                 }
             }
             _ => {}
@@ -741,7 +822,9 @@ impl Core {
         let Some(via) = msg::top_via(&resp.headers).and_then(msg::via_info) else {
             return;
         };
-        let Some(branch_id) = via.branch.map(str::to_string) else { return };
+        let Some(branch_id) = via.branch.map(str::to_string) else {
+            return;
+        };
         let Some(method) = msg::cseq(&resp.headers).map(|(_, m)| m.to_string()) else {
             return;
         };
@@ -757,10 +840,16 @@ impl Core {
             }
             return;
         };
-        let Some(txn) = self.server_txns.get_mut(&key) else { return };
+        let Some(txn) = self.server_txns.get_mut(&key) else {
+            return;
+        };
         let is_invite = txn.is_invite;
-        let Some(ctx) = txn.proxy.as_mut() else { return };
-        let Some(branch) = ctx.branches.get_mut(index) else { return };
+        let Some(ctx) = txn.proxy.as_mut() else {
+            return;
+        };
+        let Some(branch) = ctx.branches.get_mut(index) else {
+            return;
+        };
 
         if branch.is_final() {
             // A retransmitted final response: re-ACK a non-2xx, relay a 2xx again.
@@ -823,7 +912,11 @@ impl Core {
                     }
                 }
                 if first_answer {
-                    let linger = if is_invite { 64 * self.settings.t1 } else { LINGER };
+                    let linger = if is_invite {
+                        64 * self.settings.t1
+                    } else {
+                        LINGER
+                    };
                     self.timers.insert(Timer::Remove { key }, linger);
                 }
             }
@@ -845,17 +938,29 @@ impl Core {
     /// every branch has one.
     fn branch_failed(&mut self, key: &ServerKey, index: usize, resp: Response) {
         let now = self.now();
-        let Some(txn) = self.server_txns.get_mut(key) else { return };
-        let Some(ctx) = txn.proxy.as_mut() else { return };
+        let Some(txn) = self.server_txns.get_mut(key) else {
+            return;
+        };
+        let Some(ctx) = txn.proxy.as_mut() else {
+            return;
+        };
         let status = u16::from(resp.status_code.clone());
         let branch = &mut ctx.branches[index];
         branch.state = BranchState::Completed;
         branch.final_status = Some(status);
         if let Some(id) = branch.session_id.take() {
             let event = if ctx.cancelled || branch.cancel_sent {
-                SessionEvent::Cancelled { id, at: now, status }
+                SessionEvent::Cancelled {
+                    id,
+                    at: now,
+                    status,
+                }
             } else {
-                SessionEvent::Failed { id, at: now, status }
+                SessionEvent::Failed {
+                    id,
+                    at: now,
+                    status,
+                }
             };
             self.parts.sessions.record(event);
         }
@@ -898,25 +1003,41 @@ impl Core {
     /// Relays a final non-2xx response upstream and moves the server transaction on.
     fn relay_final(&mut self, key: &ServerKey, resp: Response) {
         let t1 = self.settings.t1;
-        let Some(txn) = self.server_txns.get_mut(key) else { return };
+        let Some(txn) = self.server_txns.get_mut(key) else {
+            return;
+        };
         let bytes = Bytes::from(resp.to_bytes());
-        self.parts.transports.send(txn.protocol, txn.reply_to, bytes.clone());
+        self.parts
+            .transports
+            .send(txn.protocol, txn.reply_to, bytes.clone());
         txn.last_response = Some(bytes);
         txn.request = None;
         txn.state = ServerState::Completed;
         if txn.is_invite {
             if txn.protocol == Protocol::Udp {
-                self.timers.insert(Timer::ResendFinal { key: key.clone(), interval: t1 }, t1);
+                self.timers.insert(
+                    Timer::ResendFinal {
+                        key: key.clone(),
+                        interval: t1,
+                    },
+                    t1,
+                );
             }
-            self.timers.insert(Timer::Remove { key: key.clone() }, 64 * t1);
+            self.timers
+                .insert(Timer::Remove { key: key.clone() }, 64 * t1);
         } else {
-            self.timers.insert(Timer::Remove { key: key.clone() }, LINGER);
+            self.timers
+                .insert(Timer::Remove { key: key.clone() }, LINGER);
         }
     }
 
     fn forward_stateless_response(&self, resp: Response) {
-        let Some(via) = msg::top_via(&resp.headers) else { return };
-        let Some(info) = msg::via_info(via) else { return };
+        let Some(via) = msg::top_via(&resp.headers) else {
+            return;
+        };
+        let Some(info) = msg::via_info(via) else {
+            return;
+        };
         let protocol = if info.transport.eq_ignore_ascii_case("tcp") {
             Protocol::Tcp
         } else {
@@ -931,7 +1052,11 @@ impl Core {
             .or(port)
             .unwrap_or(5060);
         if let Some(ip) = ip {
-            self.send(protocol, SocketAddr::new(ip, port), Bytes::from(resp.to_bytes()));
+            self.send(
+                protocol,
+                SocketAddr::new(ip, port),
+                Bytes::from(resp.to_bytes()),
+            );
         }
     }
 
@@ -947,20 +1072,24 @@ impl Core {
             tracing::warn!("2xx without tags; cannot track its dialog");
             return;
         };
-        self.dialogs.entry(dialog_key(call_id, from, to)).or_insert(Dialog {
-            session_id,
-            status,
-            caller_tag: from.to_string(),
-            state: DialogState::Early,
-            confirmed_at: None,
-            held: Vec::new(),
-            held_ack: None,
-        });
+        self.dialogs
+            .entry(dialog_key(call_id, from, to))
+            .or_insert(Dialog {
+                session_id,
+                status,
+                caller_tag: from.to_string(),
+                state: DialogState::Early,
+                confirmed_at: None,
+                held: Vec::new(),
+                held_ack: None,
+            });
     }
 
     /// The final response to a BYE was relayed: the session ends now.
     fn close_dialog(&mut self, dialog_key: &str) {
-        let Some(dialog) = self.dialogs.remove(dialog_key) else { return };
+        let Some(dialog) = self.dialogs.remove(dialog_key) else {
+            return;
+        };
         let now = self.now();
         let ended_by = match dialog.state {
             DialogState::Ending(party) => party,
@@ -983,7 +1112,9 @@ impl Core {
                     self.relay_final(&key, response);
                 } else if let Some(txn) = self.server_txns.get_mut(&key) {
                     let bytes = Bytes::from(response.to_bytes());
-                    self.parts.transports.send(txn.protocol, txn.reply_to, bytes.clone());
+                    self.parts
+                        .transports
+                        .send(txn.protocol, txn.reply_to, bytes.clone());
                     txn.last_response = Some(bytes);
                     txn.request = None;
                     txn.state = ServerState::Completed;
@@ -991,7 +1122,9 @@ impl Core {
                 }
             }
             CoreEvent::ConfirmedDurably { dialog } => {
-                let Some(d) = self.dialogs.get_mut(&dialog) else { return };
+                let Some(d) = self.dialogs.get_mut(&dialog) else {
+                    return;
+                };
                 if d.state == DialogState::Confirming {
                     d.state = DialogState::Confirmed;
                 }
@@ -1011,8 +1144,12 @@ impl Core {
 
     /// Sends a response for a server transaction (and keeps it for retransmissions).
     fn respond(&mut self, key: &ServerKey, status: u16, reason: Option<&str>, extra: Vec<Header>) {
-        let Some(txn) = self.server_txns.get(key) else { return };
-        let Some(req) = txn.request.as_ref() else { return };
+        let Some(txn) = self.server_txns.get(key) else {
+            return;
+        };
+        let Some(req) = txn.request.as_ref() else {
+            return;
+        };
         let mut resp = msg::response_to(req, status, Some(&txn.to_tag));
         for h in extra {
             msg::push_header(&mut resp.headers, h);
@@ -1023,7 +1160,9 @@ impl Core {
         if status < 200 {
             let txn = self.server_txns.get_mut(key).expect("checked");
             let bytes = Bytes::from(resp.to_bytes());
-            self.parts.transports.send(txn.protocol, txn.reply_to, bytes.clone());
+            self.parts
+                .transports
+                .send(txn.protocol, txn.reply_to, bytes.clone());
             txn.last_response = Some(bytes);
         } else {
             self.relay_final(key, resp);
@@ -1031,7 +1170,14 @@ impl Core {
     }
 
     /// Answers a request that has no usable transaction key.
-    fn reply_stateless(&self, req: &Request, source: SocketAddr, protocol: Protocol, status: u16, why: &str) {
+    fn reply_stateless(
+        &self,
+        req: &Request,
+        source: SocketAddr,
+        protocol: Protocol,
+        status: u16,
+        why: &str,
+    ) {
         if req.method == Method::Ack {
             return;
         }
@@ -1049,8 +1195,14 @@ impl Core {
     fn on_timer(&mut self, timer: Timer) {
         match timer {
             Timer::Retransmit { branch, interval } => {
-                let Some(b) = self.branch(&branch) else { return };
-                let is_invite = self.branches.get(&branch).and_then(|(k, _)| self.server_txns.get(k)).is_some_and(|t| t.is_invite);
+                let Some(b) = self.branch(&branch) else {
+                    return;
+                };
+                let is_invite = self
+                    .branches
+                    .get(&branch)
+                    .and_then(|(k, _)| self.server_txns.get(k))
+                    .is_some_and(|t| t.is_invite);
                 let active = match b.state {
                     BranchState::Calling => true,
                     BranchState::Proceeding => !is_invite,
@@ -1061,19 +1213,38 @@ impl Core {
                 }
                 let (p, a, wire) = (b.protocol, b.addr, b.wire.clone());
                 self.send(p, a, wire);
-                let next = if is_invite { interval * 2 } else { (interval * 2).min(T2) };
-                self.timers.insert(Timer::Retransmit { branch, interval: next }, next);
+                let next = if is_invite {
+                    interval * 2
+                } else {
+                    (interval * 2).min(T2)
+                };
+                self.timers.insert(
+                    Timer::Retransmit {
+                        branch,
+                        interval: next,
+                    },
+                    next,
+                );
             }
             Timer::BranchTimeout { branch } => {
-                let Some(b) = self.branch(&branch) else { return };
-                let is_invite = self.branches.get(&branch).and_then(|(k, _)| self.server_txns.get(k)).is_some_and(|t| t.is_invite);
-                let expired = b.state == BranchState::Calling || (!is_invite && b.state == BranchState::Proceeding);
+                let Some(b) = self.branch(&branch) else {
+                    return;
+                };
+                let is_invite = self
+                    .branches
+                    .get(&branch)
+                    .and_then(|(k, _)| self.server_txns.get(k))
+                    .is_some_and(|t| t.is_invite);
+                let expired = b.state == BranchState::Calling
+                    || (!is_invite && b.state == BranchState::Proceeding);
                 if expired {
                     self.synthesize_final(&branch, 408);
                 }
             }
             Timer::InviteTimeout { branch } => {
-                let Some(b) = self.branch(&branch) else { return };
+                let Some(b) = self.branch(&branch) else {
+                    return;
+                };
                 if b.state == BranchState::Proceeding {
                     if let Some((key, index)) = self.branches.get(&branch).cloned() {
                         self.cancel_branch(&key, index);
@@ -1087,7 +1258,9 @@ impl Core {
                 }
             }
             Timer::ResendFinal { key, interval } => {
-                let Some(txn) = self.server_txns.get(&key) else { return };
+                let Some(txn) = self.server_txns.get(&key) else {
+                    return;
+                };
                 if txn.state != ServerState::Completed {
                     return;
                 }
@@ -1095,7 +1268,13 @@ impl Core {
                     self.send(txn.protocol, txn.reply_to, last.clone());
                 }
                 let next = (interval * 2).min(T2);
-                self.timers.insert(Timer::ResendFinal { key, interval: next }, next);
+                self.timers.insert(
+                    Timer::ResendFinal {
+                        key,
+                        interval: next,
+                    },
+                    next,
+                );
             }
             Timer::Remove { key } => {
                 if let Some(txn) = self.server_txns.get(&key) {
@@ -1116,13 +1295,22 @@ impl Core {
 
     fn branch(&self, id: &str) -> Option<&Branch> {
         let (key, index) = self.branches.get(id)?;
-        self.server_txns.get(key)?.proxy.as_ref()?.branches.get(*index)
+        self.server_txns
+            .get(key)?
+            .proxy
+            .as_ref()?
+            .branches
+            .get(*index)
     }
 
     /// A branch gave no (final) answer in time: act as if it answered `status`.
     fn synthesize_final(&mut self, branch: &str, status: u16) {
-        let Some((key, index)) = self.branches.get(branch).cloned() else { return };
-        let Some(txn) = self.server_txns.get(&key) else { return };
+        let Some((key, index)) = self.branches.get(branch).cloned() else {
+            return;
+        };
+        let Some(txn) = self.server_txns.get(&key) else {
+            return;
+        };
         let Some(b) = self.branch(branch) else { return };
         let Ok(SipMessage::Request(forwarded)) = msg::parse(&b.wire) else {
             return;
@@ -1137,7 +1325,9 @@ impl Core {
 
 /// A `Warning: 399` header (RFC 3261 §20.43) explaining a response the relay generated.
 fn warning(text: &str) -> Header {
-    Header::Warning(rsipstack::sip::Warning::new(format!("399 tollgate \"{text}\"")))
+    Header::Warning(rsipstack::sip::Warning::new(format!(
+        "399 tollgate \"{text}\""
+    )))
 }
 
 /// `branch|sent-by|METHOD` with ACK and CANCEL kept apart from INVITE (they look it up).
@@ -1234,7 +1424,10 @@ fn msg_split_list(value: &str) -> Vec<&str> {
 }
 
 fn pop_top_via(resp: &mut Response) {
-    let top = resp.headers.iter().position(|h| matches!(h, Header::Via(_)));
+    let top = resp
+        .headers
+        .iter()
+        .position(|h| matches!(h, Header::Via(_)));
     if let Some(i) = top {
         resp.headers.0.remove(i);
     }
@@ -1262,8 +1455,12 @@ fn build_ack(wire: &[u8], resp: &Response) -> Option<Bytes> {
         }
     }
     headers.push(Header::To(rsipstack::sip::To::new(to)));
-    headers.push(Header::CSeq(rsipstack::sip::CSeq::new(format!("{seq} ACK"))));
-    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new("0")));
+    headers.push(Header::CSeq(rsipstack::sip::CSeq::new(format!(
+        "{seq} ACK"
+    ))));
+    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new(
+        "0",
+    )));
     let ack = Request {
         method: Method::Ack,
         uri: invite.uri,
@@ -1287,14 +1484,20 @@ fn build_cancel(wire: &[u8]) -> Option<Bytes> {
     }
     for h in invite.headers.iter() {
         match h {
-            Header::From(_) | Header::To(_) | Header::CallId(_) | Header::Route(_) | Header::MaxForwards(_) => {
-                headers.push(h.clone())
-            }
+            Header::From(_)
+            | Header::To(_)
+            | Header::CallId(_)
+            | Header::Route(_)
+            | Header::MaxForwards(_) => headers.push(h.clone()),
             _ => {}
         }
     }
-    headers.push(Header::CSeq(rsipstack::sip::CSeq::new(format!("{seq} CANCEL"))));
-    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new("0")));
+    headers.push(Header::CSeq(rsipstack::sip::CSeq::new(format!(
+        "{seq} CANCEL"
+    ))));
+    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new(
+        "0",
+    )));
     let cancel = Request {
         method: Method::Cancel,
         uri: invite.uri,

@@ -131,7 +131,9 @@ async fn apply(
 /// `sip:Alice@Portal.com;transport=udp` → `sip:alice@portal.com`.
 fn normalize_aor(uri: &str) -> Option<String> {
     let uri = uri.split(';').next()?.trim();
-    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
     Some(format!("sip:{}", rest.to_ascii_lowercase()))
 }
 

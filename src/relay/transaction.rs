@@ -150,7 +150,7 @@ mod tests {
         let mut v = vec![503, 486, 603, 500];
         v.sort_by_key(|s| response_rank(*s));
         assert_eq!(v, vec![603, 486, 500, 503]);
-        let mut w = vec![503, 500];
+        let mut w = [503, 500];
         w.sort_by_key(|s| response_rank(*s));
         assert_eq!(w[0], 500);
     }

@@ -1016,7 +1016,7 @@ mod tests {
 
     #[test]
     fn challenges_in_preference_order_and_parsable() {
-        let hs = challenge_headers("portal.com", "NONCE", false);
+        let hs = challenge_headers("portal.com", "NONCE", false, &CHALLENGE_ALGORITHMS);
         assert_eq!(
             hs,
             vec![
@@ -1024,7 +1024,7 @@ mod tests {
                 "Digest realm=\"portal.com\", nonce=\"NONCE\", algorithm=MD5, qop=\"auth\"",
             ]
         );
-        let stale = challenge_headers("portal.com", "NONCE", true);
+        let stale = challenge_headers("portal.com", "NONCE", true, &CHALLENGE_ALGORITHMS);
         assert!(stale.iter().all(|h| h.ends_with(", stale=true")));
         let ch = parse_challenge(&stale[1]).unwrap();
         assert_eq!(ch.algorithm, Algorithm::Md5);
@@ -1057,7 +1057,7 @@ mod tests {
 
     #[test]
     fn realm_with_quotes_round_trips() {
-        let hs = challenge_headers("we \"quote\" \\ things", "n", false);
+        let hs = challenge_headers("we \"quote\" \\ things", "n", false, &CHALLENGE_ALGORITHMS);
         let ch = parse_challenge(&hs[0]).unwrap();
         assert_eq!(ch.realm, "we \"quote\" \\ things");
         let a = answer(&ch, "INVITE", "sip:x@y", "u\"1", "p", 1, "c");

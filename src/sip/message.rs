@@ -19,16 +19,28 @@ pub enum MessageError {
     BadHeader(&'static str),
 }
 
+/// A message that could not be accepted, with what was parsed of it (so it can be answered).
+#[derive(Debug)]
+pub struct ParseFailure {
+    pub error: MessageError,
+    pub parsed: Option<Box<SipMessage>>,
+}
+
 /// Parses one complete datagram or framed stream message.
-pub fn parse(data: &[u8]) -> Result<SipMessage, (MessageError, Option<SipMessage>)> {
-    let mut msg = rsipstack::sip::parser::parse_message(data)
-        .map_err(|e| (MessageError::Malformed(e.to_string()), None))?;
+pub fn parse(data: &[u8]) -> Result<SipMessage, ParseFailure> {
+    let mut msg = rsipstack::sip::parser::parse_message(data).map_err(|e| ParseFailure {
+        error: MessageError::Malformed(e.to_string()),
+        parsed: None,
+    })?;
     split_via_lists(headers_mut(&mut msg));
     let declared = content_length(headers(&msg));
     let received = body(&msg).len();
     if let Some(declared) = declared {
         if declared > received {
-            return Err((MessageError::Truncated { declared, received }, Some(msg)));
+            return Err(ParseFailure {
+                error: MessageError::Truncated { declared, received },
+                parsed: Some(Box::new(msg)),
+            });
         }
     }
     Ok(msg)
@@ -223,7 +235,9 @@ pub fn via_info(value: &str) -> Option<ViaInfo<'_>> {
 pub fn host_port(sent_by: &str) -> (&str, Option<u16>) {
     if let Some(rest) = sent_by.strip_prefix('[') {
         if let Some(end) = rest.find(']') {
-            let port = rest[end + 1..].strip_prefix(':').and_then(|p| p.parse().ok());
+            let port = rest[end + 1..]
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok());
             return (&rest[..end], port);
         }
     }
@@ -299,7 +313,9 @@ pub fn response_to(req: &Request, status: u16, to_tag: Option<&str>) -> Response
             _ => {}
         }
     }
-    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new("0")));
+    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new(
+        "0",
+    )));
     Response {
         status_code: StatusCode::from(status),
         version: rsipstack::sip::Version::V2,
@@ -321,7 +337,12 @@ pub fn push_header(headers: &mut Headers, h: Header) {
 }
 
 /// Replaces the body and its Content-Length (and Content-Type when given).
-pub fn set_body(headers: &mut Headers, body: &mut Vec<u8>, content_type: Option<&str>, new: Vec<u8>) {
+pub fn set_body(
+    headers: &mut Headers,
+    body: &mut Vec<u8>,
+    content_type: Option<&str>,
+    new: Vec<u8>,
+) {
     headers.retain(|h| !matches!(h, Header::ContentLength(_)));
     if let Some(ct) = content_type {
         headers.retain(|h| !matches!(h, Header::ContentType(_)));
@@ -390,15 +411,15 @@ Content-Length: 4\r\n\r\nwine";
     #[test]
     fn truncated_body_is_reported_with_the_message() {
         let text = INVITE.replace("Content-Length: 4", "Content-Length: 40");
-        let (err, msg) = parse(text.as_bytes()).unwrap_err();
+        let failure = parse(text.as_bytes()).unwrap_err();
         assert_eq!(
-            err,
+            failure.error,
             MessageError::Truncated {
                 declared: 40,
                 received: 4
             }
         );
-        assert!(msg.is_some());
+        assert!(failure.parsed.is_some());
     }
 
     #[test]
@@ -430,7 +451,10 @@ Content-Length: 4\r\n\r\nwine";
         let resp = response_to(&r, 404, Some("t1"));
         let text = String::from_utf8(resp.to_bytes()).unwrap();
         assert!(text.starts_with("SIP/2.0 404 Not Found\r\n"), "{text}");
-        assert!(text.contains("To: <sip:service1@portal.com>;tag=t1"), "{text}");
+        assert!(
+            text.contains("To: <sip:service1@portal.com>;tag=t1"),
+            "{text}"
+        );
         assert!(text.contains("CSeq: 7 INVITE"));
         assert!(text.contains("Content-Length: 0"));
         let trying = String::from_utf8(response_to(&r, 100, Some("t1")).to_bytes()).unwrap();

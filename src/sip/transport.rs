@@ -42,7 +42,10 @@ pub struct Transports {
 impl Transports {
     /// Binds every listener and starts its receive loop. Returns the bound addresses in the
     /// order they were configured (port 0 resolved).
-    pub async fn bind(listens: &[Listen], inbound: mpsc::Sender<Inbound>) -> io::Result<Transports> {
+    pub async fn bind(
+        listens: &[Listen],
+        inbound: mpsc::Sender<Inbound>,
+    ) -> io::Result<Transports> {
         let mut transports = Transports {
             udp: None,
             tcp_writers: Arc::default(),

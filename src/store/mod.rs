@@ -11,6 +11,8 @@
 //!   [`Store::list_sessions`] / [`Store::get_session`], and closed honestly after a crash by
 //!   [`Store::close_interrupted_sessions`].
 //! - Registrar bindings: [`Store::save_binding`] and friends.
+//! - Session-token signing keys: [`Store::signing_keys`], [`Store::ensure_signing_keys`],
+//!   [`Store::rotate_signing_keys`] (the keys themselves are made in [`crate::tokens`]).
 //!
 //! On SQLite every pooled connection runs in WAL mode with `synchronous=FULL`,
 //! `busy_timeout=5000` and foreign keys on; write transactions start with `BEGIN IMMEDIATE`
@@ -20,6 +22,7 @@ mod bindings;
 mod directory;
 mod entities;
 mod error;
+mod keys;
 mod session_writer;
 mod sessions;
 mod users;
@@ -38,6 +41,7 @@ use sea_orm::{
 pub use bindings::Binding;
 pub use directory::{AppServerRecord, Directory, ServiceRecord, UserCredentials};
 pub use error::StoreError;
+pub use keys::{KeyRotation, KeyStatus, NewSigningKey, SigningKeyRecord};
 pub use session_writer::{SessionEvent, SessionWriter};
 pub use sessions::{Party, SessionFilter, SessionRecord, SessionState};
 pub use users::UserRecord;

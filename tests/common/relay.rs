@@ -58,7 +58,10 @@ pub async fn start_relay(seed: Seed) -> TestRelay {
 
 pub async fn start_relay_with(seed: Seed, config: Config, dir: TempDir) -> TestRelay {
     let store = Store::connect(&config.database.url).await.expect("store");
-    store.add_user("alice", DOMAIN, "secret").await.expect("user");
+    store
+        .add_user("alice", DOMAIN, "secret")
+        .await
+        .expect("user");
     let mut names = Vec::new();
     for (i, uri) in seed.app_servers.iter().enumerate() {
         let name = format!("shop{}", i + 1);

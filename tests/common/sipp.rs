@@ -55,6 +55,8 @@ pub struct Sipp {
 pub struct SippRun {
     pub exit_code: Option<i32>,
     pub output: String,
+    /// The whole `-trace_msg` log: every message sipp sent and received.
+    pub messages: String,
 }
 
 impl SippRun {
@@ -82,8 +84,28 @@ impl Sipp {
         )
     }
 
-    /// sipp as the client, calling through the relay at `relay`.
-    pub fn uac(scenario_file: &str, relay: SocketAddr, calls: u32, rate: u32, tcp: bool, extra: &[&str]) -> Sipp {
+    /// sipp as the client, calling `service1` through the relay at `relay`.
+    pub fn uac(
+        scenario_file: &str,
+        relay: SocketAddr,
+        calls: u32,
+        rate: u32,
+        tcp: bool,
+        extra: &[&str],
+    ) -> Sipp {
+        Self::uac_for("service1", scenario_file, relay, calls, rate, tcp, extra)
+    }
+
+    /// sipp as the client, calling `service` (sipp's `[service]`) through the relay.
+    pub fn uac_for(
+        service: &str,
+        scenario_file: &str,
+        relay: SocketAddr,
+        calls: u32,
+        rate: u32,
+        tcp: bool,
+        extra: &[&str],
+    ) -> Sipp {
         let port = free_port();
         let calls_s = calls.to_string();
         let rate_s = rate.to_string();
@@ -98,7 +120,7 @@ impl Sipp {
             "-t".into(),
             transport_flag(tcp).into(),
             "-s".into(),
-            "service1".into(),
+            service.into(),
             "-recv_timeout".into(),
             "40000".into(),
         ];
@@ -152,6 +174,7 @@ impl Sipp {
             }
         };
         let mut output = String::new();
+        let mut messages = String::new();
         if let Some(mut out) = self.child.stdout.take() {
             use tokio::io::AsyncReadExt;
             let _ = out.read_to_string(&mut output).await;
@@ -166,12 +189,26 @@ impl Sipp {
                 let name = e.file_name().to_string_lossy().to_string();
                 if name.ends_with("_errors.log") || name.ends_with("_messages.log") {
                     let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                    let tail: String = text.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
+                    if name.ends_with("_messages.log") {
+                        messages.push_str(&text);
+                    }
+                    let tail: String = text
+                        .chars()
+                        .rev()
+                        .take(6000)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
                     output.push_str(&format!("\n--- {} {name} (tail) ---\n{tail}", self.name));
                 }
             }
         }
-        SippRun { exit_code, output }
+        SippRun {
+            exit_code,
+            output,
+            messages,
+        }
     }
 }
 
@@ -187,7 +224,10 @@ pub fn uas_uri(port: u16, tcp: bool) -> String {
 /// Waits until a TCP listener accepts on `port` (sipp binds asynchronously).
 pub async fn wait_for_tcp(port: u16) {
     for _ in 0..500 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::task::yield_now().await;

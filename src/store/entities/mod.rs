@@ -6,4 +6,5 @@ pub mod registrations;
 pub mod service_routes;
 pub mod services;
 pub mod sessions;
+pub mod signing_keys;
 pub mod users;

@@ -1,0 +1,147 @@
+//! A SIP peer on a plain UDP socket, for what sipp cannot do: send garbage, truncated or
+//! byte-identical retransmitted messages, or play an application server that records exactly
+//! what reaches it.
+//!
+//! Messages are handled as text; the helpers read the few header fields the tests check.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+/// How long a test waits for a datagram it expects before failing (a bound, never a pause).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A UDP socket on 127.0.0.1.
+pub struct RawUdp {
+    pub socket: UdpSocket,
+    pub addr: SocketAddr,
+}
+
+impl RawUdp {
+    /// Binds a fresh port on 127.0.0.1.
+    pub async fn bind() -> RawUdp {
+        Self::bind_port(0).await
+    }
+
+    /// Binds `port` on 127.0.0.1 (0 for any).
+    pub async fn bind_port(port: u16) -> RawUdp {
+        let socket = UdpSocket::bind(("127.0.0.1", port))
+            .await
+            .expect("bind UDP");
+        let addr = socket.local_addr().expect("local address");
+        RawUdp { socket, addr }
+    }
+
+    pub async fn send_to(&self, bytes: impl AsRef<[u8]>, dest: SocketAddr) {
+        self.socket
+            .send_to(bytes.as_ref(), dest)
+            .await
+            .expect("UDP send");
+    }
+
+    /// The next datagram and its sender; panics when none arrives within [`WAIT`].
+    pub async fn recv(&self) -> (String, SocketAddr) {
+        let mut buf = vec![0u8; 65536];
+        let (len, from) = tokio::time::timeout(WAIT, self.socket.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("nothing reached {} within {WAIT:?}", self.addr))
+            .expect("UDP receive");
+        (String::from_utf8_lossy(&buf[..len]).into_owned(), from)
+    }
+
+    /// The next datagram's text.
+    pub async fn recv_text(&self) -> String {
+        self.recv().await.0
+    }
+
+    /// The `Via` header a request sent from this socket carries.
+    pub fn via(&self, branch: &str) -> String {
+        format!("Via: SIP/2.0/UDP {};branch={branch};rport", self.addr)
+    }
+}
+
+/// A fresh RFC 3261 branch.
+pub fn branch() -> String {
+    format!("z9hG4bK{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A fresh tag or Call-ID.
+pub fn token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Builds a message from a start line, header lines and a body, adding Content-Length.
+pub fn message(start: &str, headers: &[String], body: &str) -> String {
+    let mut text = format!("{start}\r\n");
+    for h in headers {
+        text.push_str(h);
+        text.push_str("\r\n");
+    }
+    text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    text
+}
+
+/// The status code of a response, `None` for a request.
+pub fn status(msg: &str) -> Option<u16> {
+    let rest = msg.strip_prefix("SIP/2.0 ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+/// The method of a request, `None` for a response.
+pub fn method(msg: &str) -> Option<&str> {
+    let first = msg.split("\r\n").next()?;
+    if first.starts_with("SIP/") {
+        None
+    } else {
+        first.split(' ').next()
+    }
+}
+
+/// Every value of header `name` (case-insensitive, long form), in order; a comma-separated
+/// list stays one value.
+pub fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    let head = msg.split("\r\n\r\n").next().unwrap_or("");
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect()
+}
+
+/// The first value of header `name`.
+pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    headers(msg, name).into_iter().next()
+}
+
+/// The `branch` parameter of the top Via.
+pub fn top_branch(msg: &str) -> Option<&str> {
+    let via = header(msg, "Via")?;
+    let via = via.split(',').next()?;
+    via.split(';')
+        .find_map(|p| p.trim().strip_prefix("branch="))
+}
+
+/// A response to `req` as a user agent writes it: every Via, From, To (with `to_tag` added
+/// unless it has one), Call-ID and CSeq copied; `extra` header lines; no body.
+pub fn response(req: &str, status_line: &str, to_tag: &str, extra: &[String]) -> String {
+    let mut lines: Vec<String> = headers(req, "Via")
+        .into_iter()
+        .map(|v| format!("Via: {v}"))
+        .collect();
+    lines.push(format!("From: {}", header(req, "From").expect("From")));
+    let to = header(req, "To").expect("To");
+    if to.contains(";tag=") {
+        lines.push(format!("To: {to}"));
+    } else {
+        lines.push(format!("To: {to};tag={to_tag}"));
+    }
+    lines.push(format!(
+        "Call-ID: {}",
+        header(req, "Call-ID").expect("Call-ID")
+    ));
+    lines.push(format!("CSeq: {}", header(req, "CSeq").expect("CSeq")));
+    lines.extend(extra.iter().cloned());
+    message(&format!("SIP/2.0 {status_line}"), &lines, "")
+}
