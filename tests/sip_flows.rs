@@ -22,7 +22,6 @@ use tollgate::store::{SessionFilter, SessionRecord, SessionState};
 
 /// The longest a single sipp run may take before it is killed and the test fails.
 const LIMIT: Duration = Duration::from_secs(60);
-const ALICE: &str = "sip:alice@portal.com";
 
 // -------------------------------------------------------------------- helpers
 
@@ -368,7 +367,7 @@ async fn garbage_and_truncated_datagrams_change_nothing_and_the_next_call_succee
     let truncated = format!(
         "INVITE sip:service1@portal.com SIP/2.0\r\n\
          {}\r\n\
-         From: alice <{ALICE}>;tag={}\r\n\
+         From: alice <{}>;tag={}\r\n\
          To: <sip:service1@portal.com>\r\n\
          Call-ID: {truncated_call}\r\n\
          CSeq: 1 INVITE\r\n\
@@ -378,6 +377,7 @@ async fn garbage_and_truncated_datagrams_change_nothing_and_the_next_call_succee
          \r\n\
          {{\"item\":\"wi",
         peer.via(&raw::branch()),
+        raw::ALICE,
         raw::token()
     );
     peer.send_to(&truncated, relay_udp).await;
@@ -443,7 +443,7 @@ async fn register_refresh_and_unregister_leave_no_binding() {
 
     let bindings = relay
         .store
-        .bindings(ALICE, SystemClock.now_ms())
+        .bindings(raw::ALICE, SystemClock.now_ms())
         .await
         .expect("bindings");
     assert!(bindings.is_empty(), "{bindings:#?}");
@@ -466,10 +466,14 @@ async fn one_registration_leaves_one_binding_for_an_hour() {
     let after = SystemClock.now_ms();
     assert_passed(&run, "registering client");
 
-    let bindings = relay.store.bindings(ALICE, after).await.expect("bindings");
+    let bindings = relay
+        .store
+        .bindings(raw::ALICE, after)
+        .await
+        .expect("bindings");
     assert_eq!(bindings.len(), 1, "{bindings:#?}");
     let b = &bindings[0];
-    assert_eq!(b.aor, ALICE);
+    assert_eq!(b.aor, raw::ALICE);
     assert_eq!(b.contact, format!("sip:alice@127.0.0.1:{client_port}"));
     assert_eq!(b.cseq, 2, "the authenticated REGISTER made the binding");
     let hour = 3_600_000;
@@ -542,7 +546,7 @@ async fn bye_for_an_unknown_dialog_gets_481() {
         &[
             peer.via(&raw::branch()),
             format!("Route: <sip:{relay_udp};lr>"),
-            format!("From: alice <{ALICE}>;tag={}", raw::token()),
+            format!("From: alice <{}>;tag={}", raw::ALICE, raw::token()),
             format!("To: <sip:service1@portal.com>;tag={}", raw::token()),
             format!("Call-ID: {call_id}"),
             "CSeq: 3 BYE".into(),
@@ -567,52 +571,6 @@ async fn bye_for_an_unknown_dialog_gets_481() {
 // -------------------------------------------------------------------- 11. retransmitted INVITE
 
 /// An INVITE from a raw socket, alice calling service1.
-fn invite(
-    peer: &RawUdp,
-    branch: &str,
-    from_tag: &str,
-    call_id: &str,
-    cseq: u32,
-    extra: &[String],
-) -> String {
-    let mut headers = vec![
-        peer.via(branch),
-        format!("From: alice <{ALICE}>;tag={from_tag}"),
-        "To: <sip:service1@portal.com>".to_string(),
-        format!("Call-ID: {call_id}"),
-        format!("CSeq: {cseq} INVITE"),
-        format!("Contact: <sip:alice@{}>", peer.addr),
-        "Max-Forwards: 70".to_string(),
-        "Content-Type: application/json".to_string(),
-    ];
-    headers.extend(extra.iter().cloned());
-    raw::message(
-        "INVITE sip:service1@portal.com SIP/2.0",
-        &headers,
-        "{\"item\":\"wine\"}",
-    )
-}
-
-/// The hop-by-hop ACK for a non-2xx final response to `invite` (same branch, the response's To).
-fn ack_for(invite: &str, resp: &str) -> String {
-    let seq = raw::header(invite, "CSeq")
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap();
-    raw::message(
-        "ACK sip:service1@portal.com SIP/2.0",
-        &[
-            format!("Via: {}", raw::header(invite, "Via").unwrap()),
-            format!("From: {}", raw::header(invite, "From").unwrap()),
-            format!("To: {}", raw::header(resp, "To").unwrap()),
-            format!("Call-ID: {}", raw::header(invite, "Call-ID").unwrap()),
-            format!("CSeq: {seq} ACK"),
-            "Max-Forwards: 70".into(),
-        ],
-        "",
-    )
-}
 
 /// The next datagram that is not `stale` (a 407 the relay may still be retransmitting when
 /// its ACK arrives late on a loaded machine: Timer G).
@@ -653,7 +611,7 @@ async fn retransmitted_invite_gets_the_same_answer_and_creates_no_second_branch(
     let (call_id, from_tag) = (raw::token(), raw::token());
 
     // Without credentials: 100, 407; the same bytes again get only that 407 again.
-    let first = invite(&client, &raw::branch(), &from_tag, &call_id, 1, &[]);
+    let first = raw::invite(&client, &raw::branch(), &from_tag, &call_id, 1, &[]);
     client.send_to(&first, relay_udp).await;
     let trying = client.recv_text().await;
     assert_eq!(raw::status(&trying), Some(100), "{trying}");
@@ -675,7 +633,9 @@ async fn retransmitted_invite_gets_the_same_answer_and_creates_no_second_branch(
             "a retransmission gets the same 407, nothing else"
         );
     }
-    client.send_to(ack_for(&first, &challenge), relay_udp).await;
+    client
+        .send_to(raw::ack_for(&first, &challenge), relay_udp)
+        .await;
 
     // With credentials: forwarded once; retransmissions get the last provisional response.
     let values = raw::headers(&challenge, "Proxy-Authenticate");
@@ -689,7 +649,7 @@ async fn retransmitted_invite_gets_the_same_answer_and_creates_no_second_branch(
         1,
         &raw::token(),
     );
-    let second = invite(
+    let second = raw::invite(
         &client,
         &raw::branch(),
         &from_tag,
@@ -778,7 +738,7 @@ async fn retransmitted_invite_gets_the_same_answer_and_creates_no_second_branch(
     let terminated = client.recv_text().await;
     assert_eq!(raw::status(&terminated), Some(487), "{terminated}");
     client
-        .send_to(ack_for(&second, &terminated), relay_udp)
+        .send_to(raw::ack_for(&second, &terminated), relay_udp)
         .await;
     let (hop_ack, _) = app.recv().await;
     assert_eq!(

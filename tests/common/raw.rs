@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
+/// The demo user's address-of-record.
+pub const ALICE: &str = "sip:alice@portal.com";
+
 /// How long a test waits for a datagram it expects before failing (a bound, never a pause).
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -41,10 +44,15 @@ impl RawUdp {
 
     /// The next datagram and its sender; panics when none arrives within [`WAIT`].
     pub async fn recv(&self) -> (String, SocketAddr) {
+        self.recv_within(WAIT).await
+    }
+
+    /// The next datagram and its sender; panics when none arrives within `limit`.
+    pub async fn recv_within(&self, limit: Duration) -> (String, SocketAddr) {
         let mut buf = vec![0u8; 65536];
-        let (len, from) = tokio::time::timeout(WAIT, self.socket.recv_from(&mut buf))
+        let (len, from) = tokio::time::timeout(limit, self.socket.recv_from(&mut buf))
             .await
-            .unwrap_or_else(|_| panic!("nothing reached {} within {WAIT:?}", self.addr))
+            .unwrap_or_else(|_| panic!("nothing reached {} within {limit:?}", self.addr))
             .expect("UDP receive");
         (String::from_utf8_lossy(&buf[..len]).into_owned(), from)
     }
@@ -144,4 +152,49 @@ pub fn response(req: &str, status_line: &str, to_tag: &str, extra: &[String]) ->
     lines.push(format!("CSeq: {}", header(req, "CSeq").expect("CSeq")));
     lines.extend(extra.iter().cloned());
     message(&format!("SIP/2.0 {status_line}"), &lines, "")
+}
+
+/// An INVITE for service1 from alice, sent from `peer`.
+pub fn invite(
+    peer: &RawUdp,
+    branch: &str,
+    from_tag: &str,
+    call_id: &str,
+    cseq: u32,
+    extra: &[String],
+) -> String {
+    let mut headers = vec![
+        peer.via(branch),
+        format!("From: alice <{ALICE}>;tag={from_tag}"),
+        "To: <sip:service1@portal.com>".to_string(),
+        format!("Call-ID: {call_id}"),
+        format!("CSeq: {cseq} INVITE"),
+        format!("Contact: <sip:alice@{}>", peer.addr),
+        "Max-Forwards: 70".to_string(),
+        "Content-Type: application/json".to_string(),
+    ];
+    headers.extend(extra.iter().cloned());
+    message(
+        "INVITE sip:service1@portal.com SIP/2.0",
+        &headers,
+        "{\"item\":\"wine\"}",
+    )
+}
+
+/// The hop-by-hop ACK for a non-2xx final response to `invite` (same branch, the response's To).
+/// The hop-by-hop ACK for a non-2xx final response `resp` to `invite`.
+pub fn ack_for(invite: &str, resp: &str) -> String {
+    let seq = header(invite, "CSeq").unwrap().split(' ').next().unwrap();
+    message(
+        "ACK sip:service1@portal.com SIP/2.0",
+        &[
+            format!("Via: {}", header(invite, "Via").unwrap()),
+            format!("From: {}", header(invite, "From").unwrap()),
+            format!("To: {}", header(resp, "To").unwrap()),
+            format!("Call-ID: {}", header(invite, "Call-ID").unwrap()),
+            format!("CSeq: {seq} ACK"),
+            "Max-Forwards: 70".into(),
+        ],
+        "",
+    )
 }
