@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -308,10 +309,17 @@ async fn serve(config: Config, demo: bool) -> Result<()> {
         seed_demo(&config).await?;
     }
     let relay = tollgate::app::start(&config, Arc::new(SystemClock)).await?;
+    // A closed stdout (a supervisor that stopped reading) must not take the relay down.
+    let mut out = std::io::stdout();
     for listen in &relay.sip {
-        println!("tollgate ready: sip {} {}", listen.protocol, listen.addr);
+        let _ = writeln!(
+            out,
+            "tollgate ready: sip {} {}",
+            listen.protocol, listen.addr
+        );
     }
-    println!("tollgate ready: http {}", relay.http);
+    let _ = writeln!(out, "tollgate ready: http {}", relay.http);
+    let _ = out.flush();
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;

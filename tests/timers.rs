@@ -5,67 +5,13 @@
 
 mod common;
 
-use common::raw::{self, RawUdp};
+use common::raw::{self, RawUdp, LIMIT};
 use common::relay::{start_relay, Seed, TestRelay};
 use common::sipp::uas_uri;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
-use tollgate::sip::digest;
 use tollgate::store::{SessionFilter, SessionState};
 
-/// Bounds every wait; in paused time it only fails a test that would otherwise hang.
-const LIMIT: Duration = Duration::from_secs(600);
-
-/// Sends an INVITE, answers the 407 and sends the authenticated INVITE; returns it.
-async fn authenticated_invite(client: &RawUdp, relay: SocketAddr) -> String {
-    let (call_id, from_tag) = (raw::token(), raw::token());
-    let first = raw::invite(client, &raw::branch(), &from_tag, &call_id, 1, &[]);
-    client.send_to(&first, relay).await;
-    let challenge = loop {
-        let msg = client.recv_within(LIMIT).await.0;
-        if raw::status(&msg) == Some(407) {
-            break msg;
-        }
-    };
-    client
-        .send_to(raw::ack_for(&first, &challenge), relay)
-        .await;
-    let ch = digest::choose_challenge(raw::headers(&challenge, "Proxy-Authenticate"))
-        .expect("a digest challenge");
-    let credentials = digest::answer(
-        &ch,
-        "INVITE",
-        "sip:service1@portal.com",
-        "alice",
-        "secret",
-        1,
-        &raw::token(),
-    );
-    let second = raw::invite(
-        client,
-        &raw::branch(),
-        &from_tag,
-        &call_id,
-        2,
-        &[format!("Proxy-Authorization: {credentials}")],
-    );
-    client.send_to(&second, relay).await;
-    second
-}
-
-/// The next message that is not a 100 Trying.
-async fn next_non_trying(peer: &RawUdp) -> String {
-    loop {
-        let msg = peer.recv_within(LIMIT).await.0;
-        if raw::status(&msg) != Some(100) {
-            return msg;
-        }
-    }
-}
-
-/// Starts a relay on real time (opening the database pool takes real time), then pauses the
-/// clock for the rest of the test.
 /// The timer wheel has millisecond resolution and each step may round up by a millisecond or
 /// two; a schedule off by more than 20 ms is wrong.
 fn assert_schedule(actual: &[u128], expected: &[u128]) {
@@ -91,7 +37,7 @@ async fn silent_app_server_gets_timer_a_retransmissions_and_the_client_408_at_ti
     let app = RawUdp::bind().await;
     let relay = relay_to(&app).await;
     let client = RawUdp::bind().await;
-    authenticated_invite(&client, relay.udp()).await;
+    raw::authenticated_invite(&client, relay.udp()).await;
 
     // Timer A: the INVITE is sent at 0 and again after 0.5, 1, 2, 4, 8 and 16 s.
     let (first, _) = app.recv_within(LIMIT).await;
@@ -109,7 +55,7 @@ async fn silent_app_server_gets_timer_a_retransmissions_and_the_client_408_at_ti
     assert_schedule(&offsets, &[500, 1500, 3500, 7500, 15500, 31500]);
 
     // Timer B (64·T1 = 32 s): the client gets 408.
-    let answer = next_non_trying(&client).await;
+    let answer = raw::next_non_trying(&client).await;
     assert_eq!(raw::status(&answer), Some(408), "{answer}");
     assert_schedule(&[start.elapsed().as_millis()], &[32_000]);
     assert!(raw::header(&answer, "To").is_some_and(|t| t.contains("tag=")));
@@ -127,7 +73,7 @@ async fn a_provisional_response_stops_retransmissions_and_timer_c_cancels_after_
     let app = RawUdp::bind().await;
     let relay = relay_to(&app).await;
     let client = RawUdp::bind().await;
-    authenticated_invite(&client, relay.udp()).await;
+    raw::authenticated_invite(&client, relay.udp()).await;
 
     let (invite, relay_addr) = app.recv_within(LIMIT).await;
     let start = Instant::now();
@@ -136,7 +82,7 @@ async fn a_provisional_response_stops_retransmissions_and_timer_c_cancels_after_
         relay_addr,
     )
     .await;
-    let ringing = next_non_trying(&client).await;
+    let ringing = raw::next_non_trying(&client).await;
     assert_eq!(raw::status(&ringing), Some(180), "{ringing}");
 
     // No retransmission after the 180; the next thing the app server sees is the CANCEL
@@ -145,7 +91,7 @@ async fn a_provisional_response_stops_retransmissions_and_timer_c_cancels_after_
     assert_eq!(raw::method(&cancel), Some("CANCEL"), "{cancel}");
     assert_eq!(raw::top_branch(&cancel), raw::top_branch(&invite));
     assert_eq!(start.elapsed().as_secs(), 180);
-    let answer = next_non_trying(&client).await;
+    let answer = raw::next_non_trying(&client).await;
     assert_eq!(raw::status(&answer), Some(408), "{answer}");
     relay.relay.shutdown().await;
 }
@@ -155,7 +101,7 @@ async fn a_final_refusal_is_resent_by_timer_g_until_the_client_acks() {
     let app = RawUdp::bind().await;
     let relay = relay_to(&app).await;
     let client = RawUdp::bind().await;
-    let invite_sent = authenticated_invite(&client, relay.udp()).await;
+    let invite_sent = raw::authenticated_invite(&client, relay.udp()).await;
 
     let (invite, relay_addr) = app.recv_within(LIMIT).await;
     app.send_to(
@@ -169,7 +115,7 @@ async fn a_final_refusal_is_resent_by_timer_g_until_the_client_acks() {
     assert_eq!(raw::top_branch(&ack), raw::top_branch(&invite));
 
     // The client does not ACK: the 486 comes again after 0.5, 1 and 2 s (Timer G).
-    let busy = next_non_trying(&client).await;
+    let busy = raw::next_non_trying(&client).await;
     assert_eq!(raw::status(&busy), Some(486), "{busy}");
     let start = Instant::now();
     let mut offsets = Vec::new();
@@ -186,7 +132,7 @@ async fn a_final_refusal_is_resent_by_timer_g_until_the_client_acks() {
     client
         .send_to(raw::ack_for(&invite_sent, &busy), relay.udp())
         .await;
-    let first_marker = options_marker(&client, relay.udp()).await;
+    let first_marker = raw::options_marker(&client, relay.udp()).await;
     loop {
         let msg = client.recv_within(LIMIT).await.0;
         if raw::header(&msg, "Call-ID") == Some(first_marker.as_str()) {
@@ -195,7 +141,7 @@ async fn a_final_refusal_is_resent_by_timer_g_until_the_client_acks() {
         assert_eq!(msg, busy, "only a resend already under way may come before");
     }
     tokio::time::advance(Duration::from_secs(10)).await;
-    let second_marker = options_marker(&client, relay.udp()).await;
+    let second_marker = raw::options_marker(&client, relay.udp()).await;
     let next = client.recv_within(LIMIT).await.0;
     assert_eq!(
         raw::header(&next, "Call-ID"),
@@ -203,23 +149,4 @@ async fn a_final_refusal_is_resent_by_timer_g_until_the_client_acks() {
         "{next}"
     );
     relay.relay.shutdown().await;
-}
-
-/// Sends an OPTIONS to the relay itself and returns its Call-ID.
-async fn options_marker(client: &RawUdp, relay: SocketAddr) -> String {
-    let marker = raw::token();
-    let options = raw::message(
-        &format!("OPTIONS sip:{relay} SIP/2.0"),
-        &[
-            client.via(&raw::branch()),
-            format!("From: <{}>;tag={}", raw::ALICE, raw::token()),
-            format!("To: <sip:{relay}>"),
-            format!("Call-ID: {marker}"),
-            "CSeq: 1 OPTIONS".into(),
-            "Max-Forwards: 70".into(),
-        ],
-        "",
-    );
-    client.send_to(options, relay).await;
-    marker
 }

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::UdpSocket;
+use tollgate::sip::digest;
 
 /// The demo user's address-of-record.
 pub const ALICE: &str = "sip:alice@portal.com";
@@ -197,4 +198,73 @@ pub fn ack_for(invite: &str, resp: &str) -> String {
         ],
         "",
     )
+}
+
+/// Bounds waits in paused-time tests, where it only fails a test that would otherwise hang.
+pub const LIMIT: Duration = Duration::from_secs(600);
+
+/// Sends an INVITE, answers the 407 and sends the authenticated INVITE; returns it.
+pub async fn authenticated_invite(client: &RawUdp, relay: SocketAddr) -> String {
+    let (call_id, from_tag) = (token(), token());
+    let first = invite(client, &branch(), &from_tag, &call_id, 1, &[]);
+    client.send_to(&first, relay).await;
+    let challenge = loop {
+        let msg = client.recv_within(LIMIT).await.0;
+        if status(&msg) == Some(407) {
+            break msg;
+        }
+    };
+    client.send_to(ack_for(&first, &challenge), relay).await;
+    let ch = digest::choose_challenge(headers(&challenge, "Proxy-Authenticate"))
+        .expect("a digest challenge");
+    let credentials = digest::answer(
+        &ch,
+        "INVITE",
+        "sip:service1@portal.com",
+        "alice",
+        "secret",
+        1,
+        &token(),
+    );
+    let second = invite(
+        client,
+        &branch(),
+        &from_tag,
+        &call_id,
+        2,
+        &[format!("Proxy-Authorization: {credentials}")],
+    );
+    client.send_to(&second, relay).await;
+    second
+}
+
+/// The next message that is not a 100 Trying.
+pub async fn next_non_trying(peer: &RawUdp) -> String {
+    loop {
+        let msg = peer.recv_within(LIMIT).await.0;
+        if status(&msg) != Some(100) {
+            return msg;
+        }
+    }
+}
+
+/// Starts a relay on real time (opening the database pool takes real time), then pauses the
+/// clock for the rest of the test.
+/// Sends an OPTIONS to the relay itself and returns its Call-ID.
+pub async fn options_marker(client: &RawUdp, relay: SocketAddr) -> String {
+    let marker = token();
+    let options = message(
+        &format!("OPTIONS sip:{relay} SIP/2.0"),
+        &[
+            client.via(&branch()),
+            format!("From: <{}>;tag={}", ALICE, token()),
+            format!("To: <sip:{relay}>"),
+            format!("Call-ID: {marker}"),
+            "CSeq: 1 OPTIONS".into(),
+            "Max-Forwards: 70".into(),
+        ],
+        "",
+    );
+    client.send_to(options, relay).await;
+    marker
 }
