@@ -10,6 +10,7 @@ use crate::relay::proxy::{Core, CoreParts, CoreSettings, LocalIdentity};
 use crate::sip::digest::Algorithm;
 use crate::sip::transport::Transports;
 use crate::store::{SessionWriter, Store, StoreError};
+use crate::tokens::{TokenConfig, TokenError, TokenIssuer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -20,6 +21,8 @@ use tokio::task::JoinHandle;
 pub enum AppError {
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error("session tokens: {0}")]
+    Tokens(#[from] TokenError),
     #[error("configuration: {0}")]
     Config(String),
     #[error("cannot bind {what}: {source}")]
@@ -76,6 +79,20 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         Duration::from_millis(config.sip.cache_refresh_ms.max(100)),
     );
     let (sessions, writer) = SessionWriter::spawn(store.clone());
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: format!("HTTP listener {}", config.http.listen),
+            source,
+        })?;
+    let http = listener.local_addr().map_err(|source| AppError::Bind {
+        what: "HTTP listener".into(),
+        source,
+    })?;
+    let token_config = TokenConfig::from_config(config, http)?;
+    let tokens = TokenIssuer::load(&store, token_config, clock.now_ms()).await?;
+    let key_reload = spawn_key_reload(tokens.clone(), store.clone(), clock.clone());
 
     let (inbound_tx, inbound_rx) = mpsc::channel(16 * 1024);
     let transports = Transports::bind(&config.sip.listen, inbound_tx)
@@ -137,20 +154,11 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             sessions,
             store: store.clone(),
             clock,
+            tokens,
         },
     );
     let core_task = tokio::spawn(core.run(inbound_rx));
 
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| AppError::Bind {
-            what: format!("HTTP listener {}", config.http.listen),
-            source,
-        })?;
-    let http = listener.local_addr().map_err(|source| AppError::Bind {
-        what: "HTTP listener".into(),
-        source,
-    })?;
     let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
     let http_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
@@ -162,8 +170,23 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         sip: bound,
         http,
         store,
-        tasks: vec![core_task, refresh, http_task],
+        tasks: vec![core_task, refresh, key_reload, http_task],
         writer,
+    })
+}
+
+/// Picks up key rotations made by another process or node (and drops expired retired keys
+/// from the published set) once a minute.
+fn spawn_key_reload(tokens: TokenIssuer, store: Store, clock: SharedClock) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = tokens.reload(&store, clock.now_ms()).await {
+                tracing::warn!(error = %e, "signing key reload failed");
+            }
+        }
     })
 }
 

@@ -4,7 +4,7 @@
 //! (a list such as `["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]`), `[http] listen`, and the
 //! environment variables `TOLLGATE_DATABASE_URL`, `TOLLGATE_SIP_DOMAIN`,
 //! `TOLLGATE_SIP_LISTEN` (comma-separated), `TOLLGATE_HTTP_LISTEN`, `TOLLGATE_NODE_ID`,
-//! `TOLLGATE_SIP_PUBLIC_HOST`, `TOLLGATE_SIP_DIGEST_ALGORITHMS` and `TOLLGATE_SIP_NONCE_SECRET`.
+//! `TOLLGATE_PUBLIC_URL`, `TOLLGATE_SIP_PUBLIC_HOST`, `TOLLGATE_SIP_DIGEST_ALGORITHMS` and `TOLLGATE_SIP_NONCE_SECRET`.
 //! Secrets are wrapped in [`Secret`] so they never reach a log line.
 
 use serde::Deserialize;
@@ -152,6 +152,30 @@ pub struct SipConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The relay's public base URL: the `iss` of its session tokens and the base of the URLs
+    /// it hands out. Defaults to `http://` plus the bound HTTP address.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Lifetime of a session token in seconds.
+    pub ttl_secs: u64,
+    /// `ES256` (default) or `EdDSA`; a change takes effect through `tollgate keys rotate`.
+    pub algorithm: String,
+    /// How long a retired signing key stays published, in seconds.
+    pub retired_grace_secs: u64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 300,
+            algorithm: "ES256".into(),
+            retired_grace_secs: 24 * 60 * 60,
+        }
+    }
 }
 
 /// The whole configuration of one relay node.
@@ -163,6 +187,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub sip: SipConfig,
     pub http: HttpConfig,
+    pub tokens: TokensConfig,
 }
 
 impl Default for DatabaseConfig {
@@ -199,6 +224,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid default"),
+            public_url: None,
         }
     }
 }
@@ -210,6 +236,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             sip: SipConfig::default(),
             http: HttpConfig::default(),
+            tokens: TokensConfig::default(),
         }
     }
 }
@@ -287,6 +314,9 @@ impl Config {
         }
         if let Some(v) = get("TOLLGATE_SIP_NONCE_SECRET") {
             self.sip.nonce_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = get("TOLLGATE_PUBLIC_URL") {
+            self.http.public_url = Some(v);
         }
         if let Some(v) = get("TOLLGATE_HTTP_LISTEN") {
             self.http.listen = parse("TOLLGATE_HTTP_LISTEN", &v)?;

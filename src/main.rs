@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         action: ServiceAction,
     },
+    /// Manage the session-token signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Read sessions.
     Sessions {
         #[command(subcommand)]
@@ -113,6 +118,13 @@ enum ServiceAction {
     },
     /// List services and their application servers.
     List,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Promote the next key to current, retire the current one (still published for the grace
+    /// period, so tokens it signed keep verifying) and generate a new next key.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -198,6 +210,18 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+        Command::Keys {
+            action: KeysAction::Rotate,
+        } => {
+            let store = Store::connect(&config.database.url).await?;
+            let token_config =
+                tollgate::tokens::TokenConfig::from_config(&config, config.http.listen)?;
+            let now = tollgate::clock::Clock::now_ms(&SystemClock);
+            let report = tollgate::tokens::rotate(&store, &token_config, now).await?;
+            println!("{report}");
+            println!("running relays pick the new key up within a minute");
             Ok(())
         }
         Command::Sessions {

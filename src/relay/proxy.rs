@@ -20,6 +20,7 @@ use crate::clock::{Millis, SharedClock};
 use crate::config::Protocol;
 use crate::relay::auth::{AuthOutcome, Authenticator, ChallengeKind};
 use crate::relay::directory::{uri_protocol, DirectoryCache, Target};
+use crate::relay::handover::{self, BranchToken};
 use crate::relay::registrar;
 use crate::relay::transaction::{
     response_rank, Branch, BranchState, ProxyContext, Purpose, ServerKey, ServerState, ServerTxn,
@@ -28,6 +29,7 @@ use crate::relay::transaction::{
 use crate::sip::message::{self as msg, MessageError};
 use crate::sip::transport::{Inbound, Transports};
 use crate::store::{Party, SessionEvent, SessionWriter, Store};
+use crate::tokens::TokenIssuer;
 use bytes::Bytes;
 use rsipstack::sip::{Header, Host, Method, Request, Response, SipMessage, Uri};
 use std::collections::hash_map::DefaultHasher;
@@ -111,6 +113,7 @@ pub struct CoreParts {
     pub sessions: SessionWriter,
     pub store: Store,
     pub clock: SharedClock,
+    pub tokens: TokenIssuer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,7 +457,27 @@ impl Core {
         for (i, target) in targets.iter().enumerate() {
             let branch_id = format!("z9hG4bK{hash}.{i}");
             let session_id = uuid::Uuid::new_v4().to_string();
-            let wire = self.branch_request(&forwarded, target, &branch_id);
+            let token =
+                match self
+                    .parts
+                    .tokens
+                    .mint(&caller, &target.name, &session_id, &service, now)
+                {
+                    Ok((jwt, claims)) => BranchToken {
+                        jwt,
+                        expires_at_ms: claims.expires_at_ms(),
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot mint a session token");
+                        return self.respond(
+                            &key,
+                            500,
+                            Some("Cannot issue a session token"),
+                            Vec::new(),
+                        );
+                    }
+                };
+            let wire = self.branch_request(&forwarded, target, &branch_id, Some(&token.jwt));
             self.parts.sessions.record(SessionEvent::Created {
                 id: session_id.clone(),
                 call_id: call_id.clone(),
@@ -472,6 +495,7 @@ impl Core {
                 state: BranchState::Calling,
                 final_status: None,
                 session_id: Some(session_id),
+                token: Some(token),
                 app_server: target.name.clone(),
                 cancel_pending: false,
                 cancel_sent: false,
@@ -481,8 +505,20 @@ impl Core {
     }
 
     /// Serialises the forwarded request for one target: Request-URI and our Via.
-    fn branch_request(&self, forwarded: &Request, target: &Target, branch_id: &str) -> Bytes {
+    fn branch_request(
+        &self,
+        forwarded: &Request,
+        target: &Target,
+        branch_id: &str,
+        token: Option<&str>,
+    ) -> Bytes {
         let mut req = forwarded.clone();
+        if let Some(jwt) = token {
+            msg::push_header(
+                &mut req.headers,
+                Header::Other(handover::TOKEN_HEADER.into(), jwt.into()),
+            );
+        }
         if target.uri.auth.is_some() {
             req.uri = target.uri.clone();
         }
@@ -622,6 +658,7 @@ impl Core {
             state: BranchState::Calling,
             final_status: None,
             session_id: None,
+            token: None,
             app_server: String::new(),
             cancel_pending: false,
             cancel_sent: false,
@@ -884,6 +921,9 @@ impl Core {
                 branch.state = BranchState::Terminated;
                 branch.final_status = Some(status);
                 let session_id = branch.session_id.clone();
+                if let (Some(token), Some(sid)) = (&branch.token, &session_id) {
+                    handover::hand_over(&mut resp, token, sid);
+                }
                 let first_answer = !ctx.answered;
                 ctx.answered = true;
                 let purpose = ctx.purpose.clone();
@@ -1369,8 +1409,12 @@ fn loop_hash(req: &Request) -> String {
     format!("{:016x}", h.finish())
 }
 
-/// Decrements Max-Forwards (adding 70 when absent).
+/// Decrements Max-Forwards (adding 70 when absent) and drops any session-token header a
+/// client sent: only the relay puts one there.
 fn prepare_forward(req: &mut Request) {
+    req.headers.retain(
+        |h| !matches!(h, Header::Other(name, _) if name.eq_ignore_ascii_case(handover::TOKEN_HEADER)),
+    );
     let mut seen = false;
     for h in req.headers.iter_mut() {
         if let Header::MaxForwards(v) = h {

@@ -23,6 +23,7 @@
 //! and checks, when one fires, whether it still applies (no timer is ever cancelled).
 
 use crate::config::Protocol;
+use crate::relay::handover::BranchToken;
 use bytes::Bytes;
 use rsipstack::sip::{Request, Response};
 use std::net::SocketAddr;
@@ -98,6 +99,8 @@ pub struct Branch {
     pub state: BranchState,
     pub final_status: Option<u16>,
     pub session_id: Option<String>,
+    /// The session token minted for this branch (initial INVITEs only).
+    pub token: Option<BranchToken>,
     pub app_server: String,
     pub cancel_pending: bool,
     pub cancel_sent: bool,

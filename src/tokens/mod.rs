@@ -129,6 +129,25 @@ pub struct TokenConfig {
 
 impl TokenConfig {
     /// The defaults for a relay reachable at `issuer`.
+    /// The token settings of a relay configuration. The issuer is `[http] public_url`, or
+    /// `http://` plus `http_addr` (the bound HTTP address) when that is unset.
+    pub fn from_config(
+        config: &crate::config::Config,
+        http_addr: std::net::SocketAddr,
+    ) -> Result<TokenConfig, TokenError> {
+        let issuer = config
+            .http
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http_addr}"));
+        Ok(TokenConfig {
+            ttl: Duration::from_secs(config.tokens.ttl_secs),
+            algorithm: config.tokens.algorithm.parse()?,
+            retired_grace: Duration::from_secs(config.tokens.retired_grace_secs),
+            ..TokenConfig::new(issuer)
+        })
+    }
+
     pub fn new(issuer: impl Into<String>) -> TokenConfig {
         TokenConfig {
             issuer: issuer.into(),

@@ -205,8 +205,18 @@ pub const LIMIT: Duration = Duration::from_secs(600);
 
 /// Sends an INVITE, answers the 407 and sends the authenticated INVITE; returns it.
 pub async fn authenticated_invite(client: &RawUdp, relay: SocketAddr) -> String {
-    let (call_id, from_tag) = (token(), token());
-    let first = invite(client, &branch(), &from_tag, &call_id, 1, &[]);
+    authenticated_invite_with(client, relay, &token(), &token(), &[]).await
+}
+
+/// Like [`authenticated_invite`], with the dialog identifiers and extra headers given.
+pub async fn authenticated_invite_with(
+    client: &RawUdp,
+    relay: SocketAddr,
+    call_id: &str,
+    from_tag: &str,
+    extra: &[String],
+) -> String {
+    let first = invite(client, &branch(), from_tag, call_id, 1, &[]);
     client.send_to(&first, relay).await;
     let challenge = loop {
         let msg = client.recv_within(LIMIT).await.0;
@@ -226,14 +236,9 @@ pub async fn authenticated_invite(client: &RawUdp, relay: SocketAddr) -> String 
         1,
         &token(),
     );
-    let second = invite(
-        client,
-        &branch(),
-        &from_tag,
-        &call_id,
-        2,
-        &[format!("Proxy-Authorization: {credentials}")],
-    );
+    let mut with_credentials = vec![format!("Proxy-Authorization: {credentials}")];
+    with_credentials.extend(extra.iter().cloned());
+    let second = invite(client, &branch(), from_tag, call_id, 2, &with_credentials);
     client.send_to(&second, relay).await;
     second
 }
