@@ -14,4 +14,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# The SDK generators and the browser tests/sdk.rs and tests/docs_ui.rs run.
+scripts/install-api-test-tools.sh
+
 cargo test --workspace "$@"

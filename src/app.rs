@@ -2,6 +2,7 @@
 //! writer, the SIP transports, the relay core and the HTTP listener. Returns the bound
 //! addresses (every listener may be port 0) and shuts down gracefully, flushing sessions.
 
+use crate::api::{self, ApiParts, ApiSettings, ApiState, Metrics, RateLimit, Readiness};
 use crate::clock::SharedClock;
 use crate::config::{ChallengeStyle, Config, Listen, Protocol};
 use crate::relay::auth::{AuthSettings, Authenticator, ChallengeKind};
@@ -38,6 +39,8 @@ pub struct Relay {
     pub sip: Vec<Listen>,
     pub http: SocketAddr,
     pub store: Store,
+    /// The node's metrics, served at `/metrics`; the relay core counts into it.
+    pub metrics: Metrics,
     tasks: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
 }
@@ -66,6 +69,13 @@ impl Relay {
 /// Starts a relay node. Pending migrations are applied; sessions a previous run left open are
 /// closed honestly (billed to their last proof of life).
 pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppError> {
+    if let Some(key) = &config.api.operator_key {
+        if key.expose().chars().count() < 16 {
+            return Err(AppError::Config(
+                "[api] operator_key must be at least 16 characters".into(),
+            ));
+        }
+    }
     let store = Store::connect(&config.database.url).await?;
     let closed = store
         .close_interrupted_sessions(&config.node_id, clock.now_ms())
@@ -136,6 +146,24 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         block_ms: config.sip.auth_block_secs as i64 * 1000,
         algorithms,
     });
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+    let api_state = ApiState::new(ApiParts {
+        store: store.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        tokens: Some(tokens.clone()),
+        settings: ApiSettings {
+            operator_key: config.api.operator_key.clone(),
+            default_realm: config.sip.domain.clone(),
+            default_domain: config.sip.domain.clone(),
+            rate_limit: RateLimit {
+                per_second: config.api.rate_limit_per_second,
+                burst: config.api.rate_limit_burst,
+            },
+        },
+    });
     let core = Core::new(
         CoreSettings {
             domain: config.sip.domain.clone(),
@@ -157,9 +185,14 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             tokens,
         },
     );
-    let core_task = tokio::spawn(core.run(inbound_rx));
+    let core_ready = readiness.clone();
+    let core_task = tokio::spawn(async move {
+        core.run(inbound_rx).await;
+        core_ready.set_sip_ready(false);
+    });
+    readiness.set_sip_ready(true);
 
-    let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let router = api::router(api_state).into_make_service_with_connect_info::<SocketAddr>();
     let http_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -170,6 +203,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         sip: bound,
         http,
         store,
+        metrics,
         tasks: vec![core_task, refresh, key_reload, http_task],
         writer,
     })

@@ -5,6 +5,9 @@
 //! environment variables `TOLLGATE_DATABASE_URL`, `TOLLGATE_SIP_DOMAIN`,
 //! `TOLLGATE_SIP_LISTEN` (comma-separated), `TOLLGATE_HTTP_LISTEN`, `TOLLGATE_NODE_ID`,
 //! `TOLLGATE_PUBLIC_URL`, `TOLLGATE_SIP_PUBLIC_HOST`, `TOLLGATE_SIP_DIGEST_ALGORITHMS` and `TOLLGATE_SIP_NONCE_SECRET`.
+//! The REST API: `[api] operator_key` / `TOLLGATE_OPERATOR_KEY`, `[api] rate_limit_per_second`
+//! / `TOLLGATE_API_RATE_LIMIT_PER_SECOND`, `[api] rate_limit_burst` /
+//! `TOLLGATE_API_RATE_LIMIT_BURST`.
 //! Secrets are wrapped in [`Secret`] so they never reach a log line.
 
 use serde::Deserialize;
@@ -178,6 +181,30 @@ impl Default for TokensConfig {
     }
 }
 
+/// The REST API (`[api]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The operator key (`Authorization: Bearer KEY`), at least 16 characters; without one,
+    /// no operator operation is possible over REST.
+    pub operator_key: Option<Secret>,
+    /// Sustained requests per second per client (API key, or IP address without one);
+    /// 0 turns the limit off.
+    pub rate_limit_per_second: f64,
+    /// Requests a quiet client may send at once.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            operator_key: None,
+            rate_limit_per_second: 50.0,
+            rate_limit_burst: 100,
+        }
+    }
+}
+
 /// The whole configuration of one relay node.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -188,6 +215,7 @@ pub struct Config {
     pub sip: SipConfig,
     pub http: HttpConfig,
     pub tokens: TokensConfig,
+    pub api: ApiConfig,
 }
 
 impl Default for DatabaseConfig {
@@ -237,6 +265,7 @@ impl Default for Config {
             sip: SipConfig::default(),
             http: HttpConfig::default(),
             tokens: TokensConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -320,6 +349,15 @@ impl Config {
         }
         if let Some(v) = get("TOLLGATE_HTTP_LISTEN") {
             self.http.listen = parse("TOLLGATE_HTTP_LISTEN", &v)?;
+        }
+        if let Some(v) = get("TOLLGATE_OPERATOR_KEY") {
+            self.api.operator_key = Some(Secret::new(v));
+        }
+        if let Some(v) = get("TOLLGATE_API_RATE_LIMIT_PER_SECOND") {
+            self.api.rate_limit_per_second = parse("TOLLGATE_API_RATE_LIMIT_PER_SECOND", &v)?;
+        }
+        if let Some(v) = get("TOLLGATE_API_RATE_LIMIT_BURST") {
+            self.api.rate_limit_burst = parse("TOLLGATE_API_RATE_LIMIT_BURST", &v)?;
         }
         Ok(())
     }

@@ -9,11 +9,14 @@
 //! - [`tokens`]: session tokens (JWT): signing keys and their rotation, minting, the JWK set,
 //!   and the verifier an application server can use.
 //! - [`store`]: sea-orm entities and queries, and the group-commit session writer.
+//! - [`api`]: the HTTP side: REST API under `/v1` (problem+json errors, API keys, rate
+//!   limits), its OpenAPI document and docs UI, the JWK set, `/healthz`, `/readyz`, `/metrics`.
 //! - [`client`]: the `tollgate call` SIP client terminal.
 //! - [`config`]: layered configuration (defaults → `tollgate.toml` → `TOLLGATE_*`).
 //! - [`clock`]: the injected wall clock used for everything that is billed.
 //! - [`app`]: builds and runs everything from a config; reports bound addresses.
 
+pub mod api;
 pub mod app;
 pub mod client;
 pub mod clock;

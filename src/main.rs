@@ -36,6 +36,8 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print the REST API's OpenAPI document (the committed openapi/openapi.json).
+    Openapi,
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -98,11 +100,14 @@ enum UserAction {
 
 #[derive(Subcommand)]
 enum AppServerAction {
-    /// Add an application server reached at a SIP URI.
+    /// Add an application server reached at a SIP URI; prints its REST API key, once.
     Add {
         name: String,
         #[arg(long)]
         uri: String,
+        /// Print a JSON object with `id`, `name`, `uri` and `api_key`.
+        #[arg(long)]
+        json: bool,
     },
     /// List application servers.
     List,
@@ -141,7 +146,7 @@ enum SessionsAction {
     },
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -157,9 +162,15 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Openapi = cli.command {
+        // Needs no configuration and no database: the document is generated from the code.
+        print!("{}", tollgate::api::openapi_json());
+        return Ok(());
+    }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve { demo } => serve(config, demo).await,
+        Command::Openapi => unreachable!("handled before the configuration is loaded"),
         Command::Migrate => {
             Store::connect(&config.database.url).await?;
             println!("migrations applied to {}", config.database.url);
@@ -183,9 +194,21 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Appserver { action } => {
             let store = Store::connect(&config.database.url).await?;
             match action {
-                AppServerAction::Add { name, uri } => {
-                    store.add_app_server(&name, &uri).await?;
-                    println!("application server {name} added ({uri})");
+                AppServerAction::Add { name, uri, json } => {
+                    let (server, key) = store.add_app_server_with_key(&name, &uri).await?;
+                    if json {
+                        let out = serde_json::json!({
+                            "id": server.id,
+                            "name": server.name,
+                            "uri": server.uri,
+                            "api_key": key.expose(),
+                        });
+                        println!("{}", serde_json::to_string_pretty(&out)?);
+                    } else {
+                        println!("application server {name} added ({})", server.uri);
+                        println!("id: {}", server.id);
+                        println!("api key (shown once, store it now): {}", key.expose());
+                    }
                 }
                 AppServerAction::List => {
                     for a in store.list_app_servers().await? {

@@ -45,14 +45,15 @@ async fn the_app_server_gets_a_verifiable_token_and_the_caller_gets_url_and_toke
     .await
     .unwrap()
     .jwks();
-    let verifier = TokenVerifier::new(&keys, issuer.clone(), "shop1").unwrap();
+    let shop1 = relay.store.list_app_servers().await.unwrap().remove(0).id;
+    let verifier = TokenVerifier::new(&keys, issuer.clone(), shop1).unwrap();
     let claims = verifier
         .verify(&jwt, SystemClock.now_ms())
         .expect("valid token");
     assert_eq!(claims.sub, "alice");
     assert_eq!(claims.svc, "service1@portal.com");
     assert_eq!(claims.iss, issuer);
-    let other_shop = TokenVerifier::new(&keys, issuer.clone(), "shop2").unwrap();
+    let other_shop = TokenVerifier::new(&keys, issuer.clone(), "another-shop").unwrap();
     assert!(
         other_shop.verify(&jwt, SystemClock.now_ms()).is_err(),
         "audience is checked"

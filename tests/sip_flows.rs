@@ -570,8 +570,6 @@ async fn bye_for_an_unknown_dialog_gets_481() {
 
 // -------------------------------------------------------------------- 11. retransmitted INVITE
 
-/// An INVITE from a raw socket, alice calling service1.
-
 /// The next datagram that is not `stale` (a 407 the relay may still be retransmitting when
 /// its ACK arrives late on a loaded machine: Timer G).
 async fn next_except(peer: &RawUdp, stale: &str) -> String {
@@ -753,4 +751,70 @@ async fn retransmitted_invite_gets_the_same_answer_and_creates_no_second_branch(
     assert_eq!(s.call_id, call_id);
     assert_eq!(s.state, SessionState::Cancelled, "{s:?}");
     assert_eq!(s.final_status, Some(487), "{s:?}");
+}
+
+/// Sends an INVITE with credentials for `password`, answering a fresh challenge first;
+/// returns the final response to the credentialed INVITE.
+async fn attempt(client: &RawUdp, relay: SocketAddr, password: &str) -> String {
+    let (call_id, from_tag) = (raw::token(), raw::token());
+    let first = raw::invite(client, &raw::branch(), &from_tag, &call_id, 1, &[]);
+    client.send_to(&first, relay).await;
+    let challenge = raw::next_non_trying(client).await;
+    client
+        .send_to(raw::ack_for(&first, &challenge), relay)
+        .await;
+    let Some(ch) = digest::choose_challenge(raw::headers(&challenge, "Proxy-Authenticate")) else {
+        return challenge; // no challenge: already refused
+    };
+    let credentials = digest::answer(
+        &ch,
+        "INVITE",
+        "sip:service1@portal.com",
+        "alice",
+        password,
+        1,
+        &raw::token(),
+    );
+    let second = raw::invite(
+        client,
+        &raw::branch(),
+        &from_tag,
+        &call_id,
+        2,
+        &[format!("Proxy-Authorization: {credentials}")],
+    );
+    client.send_to(&second, relay).await;
+    let answer = raw::next_non_trying(client).await;
+    client.send_to(raw::ack_for(&second, &answer), relay).await;
+    answer
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_from_one_source_are_blocked_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::relay::test_config(&dir);
+    config.sip.auth_failure_limit = 3;
+    let relay = common::relay::start_relay_with(
+        Seed {
+            app_servers: vec![uas_uri(free_port(), false)],
+        },
+        config,
+        dir,
+    )
+    .await;
+    let client = RawUdp::bind().await;
+    for _ in 0..3 {
+        let answer = attempt(&client, relay.udp(), "wrong").await;
+        assert_eq!(raw::status(&answer), Some(403), "{answer}");
+    }
+    // Blocked now, even with the right password: 503 with Retry-After, and no challenge.
+    let answer = attempt(&client, relay.udp(), "secret").await;
+    assert_eq!(raw::status(&answer), Some(503), "{answer}");
+    let retry: u64 = raw::header(&answer, "Retry-After")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{answer}");
+    let rows = sessions_after_shutdown(relay).await;
+    assert!(rows.is_empty(), "nothing was forwarded: {rows:?}");
 }

@@ -407,7 +407,7 @@ async fn session_lifecycles(store: Store, _url: String) {
     assert_eq!(s1.duration_ms, Some(60_000));
     assert_eq!(s1.ended_by.as_deref(), Some("callee"));
     assert_eq!(s1.end_reason.as_deref(), Some("bye"));
-    assert_eq!(s1.final_status, None);
+    assert_eq!(s1.final_status, Some(200), "the confirming 2xx");
 
     let s2 = store.get_session("s2").await.expect("read s2");
     assert_eq!(s2.state, SessionState::Failed);

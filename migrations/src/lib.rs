@@ -10,6 +10,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20251126_000001_initial;
 mod m20261126_000002_signing_keys;
+mod m20261126_000003_api_keys;
 
 /// Runs Tollgate's migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20251126_000001_initial::Migration),
             Box::new(m20261126_000002_signing_keys::Migration),
+            Box::new(m20261126_000003_api_keys::Migration),
         ]
     }
 }

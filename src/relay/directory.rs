@@ -18,6 +18,8 @@ use std::time::Duration;
 /// Where one application server is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The application server's id: the audience of the session tokens minted for it.
+    pub id: String,
     /// The application server's name in the directory.
     pub name: String,
     /// Its SIP URI; a URI with a user part also becomes the forwarded Request-URI.
@@ -94,6 +96,7 @@ async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
         for server in servers {
             match resolve(&server.uri).await {
                 Some((uri, addr, protocol)) => targets.push(Target {
+                    id: server.id,
                     name: server.name,
                     uri,
                     addr,

@@ -461,7 +461,7 @@ impl Core {
                 match self
                     .parts
                     .tokens
-                    .mint(&caller, &target.name, &session_id, &service, now)
+                    .mint(&caller, &target.id, &session_id, &service, now)
                 {
                     Ok((jwt, claims)) => BranchToken {
                         jwt,

@@ -68,7 +68,7 @@ pub struct Directory {
     pub services: HashMap<String, Vec<AppServerRecord>>,
 }
 
-fn validate_app_server(name: &str, uri: &str) -> Result<(), StoreError> {
+pub(super) fn validate_app_server(name: &str, uri: &str) -> Result<(), StoreError> {
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(StoreError::Invalid(format!(
             "application server name {name:?} must be non-empty and contain no spaces"

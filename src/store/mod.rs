@@ -13,11 +13,16 @@
 //! - Registrar bindings: [`Store::save_binding`] and friends.
 //! - Session-token signing keys: [`Store::signing_keys`], [`Store::ensure_signing_keys`],
 //!   [`Store::rotate_signing_keys`] (the keys themselves are made in [`crate::tokens`]).
+//! - For the REST API: application servers' API keys, kept as SHA-256 digests
+//!   ([`Store::add_app_server_with_key`], [`Store::app_server_for_api_key`]); lookups by id;
+//!   sessions a page at a time ([`Store::page_sessions`] with a [`SessionQuery`]).
 //!
 //! On SQLite every pooled connection runs in WAL mode with `synchronous=FULL`,
 //! `busy_timeout=5000` and foreign keys on; write transactions start with `BEGIN IMMEDIATE`
 //! so two writers queue on the busy timeout instead of failing on a lock upgrade.
 
+mod api_keys;
+mod api_queries;
 mod bindings;
 mod directory;
 mod entities;
@@ -38,6 +43,8 @@ use sea_orm::{
     DbErr, IsolationLevel, RuntimeErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
+pub use api_keys::API_KEY_PREFIX;
+pub use api_queries::SessionQuery;
 pub use bindings::Binding;
 pub use directory::{AppServerRecord, Directory, ServiceRecord, UserCredentials};
 pub use error::StoreError;

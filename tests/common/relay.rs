@@ -11,6 +11,10 @@ use tollgate::store::Store;
 
 pub const DOMAIN: &str = "portal.com";
 
+/// The operator key of every test relay (`[api] operator_key`); override it in the config
+/// passed to [`start_relay_with`].
+pub const OPERATOR_KEY: &str = "test-operator-key-0123456789";
+
 /// A running relay and the database behind it.
 pub struct TestRelay {
     pub relay: Relay,
@@ -45,6 +49,7 @@ pub fn test_config(dir: &TempDir) -> Config {
         "tcp:127.0.0.1:0".parse().unwrap(),
     ];
     config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.api.operator_key = Some(tollgate::config::Secret::new(OPERATOR_KEY));
     // sipp 3.6 answers only the first challenge and only knows MD5.
     config.sip.digest_algorithms = vec!["MD5".into(), "SHA-256".into()];
     config

@@ -1,6 +1,7 @@
 //! sea-orm entities, one file per table. Private to [`crate::store`]: the rest of the crate
 //! sees the record types in the store's public API instead.
 
+pub mod api_keys;
 pub mod app_servers;
 pub mod registrations;
 pub mod service_routes;

@@ -1,0 +1,185 @@
+//! Who is calling: bearer keys, the [`Principal`] they resolve to, and the middleware that
+//! authenticates and rate-limits every `/v1` request.
+//!
+//! Every key travels as `Authorization: Bearer KEY`:
+//! - the **operator key** (`[api] operator_key` / `TOLLGATE_OPERATOR_KEY`) may do everything;
+//!   it is compared in constant time (SHA-256 of both sides, then `subtle`);
+//! - an **application server's key** (`tgk_…`, shown once when the server was created) may
+//!   read its own sessions and introspect tokens minted for it, nothing else. Another
+//!   server's session is answered 404, exactly as a session that does not exist, so a key
+//!   cannot even learn which session ids are live.
+//!
+//! The middleware, in order: resolve the key (no key or an unknown one leaves the request
+//! anonymous), charge the request to a rate-limit bucket (the principal's, or the client IP's
+//! when anonymous), answer 429 when that bucket is empty, answer 401 when anonymous, and hand
+//! the [`Principal`] to the handler through the request's extensions. Anonymous requests are
+//! limited by IP before the 401, so guessing keys costs the same budget as using one.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{header, request::Parts, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use super::ApiState;
+use crate::store::{AppServerRecord, API_KEY_PREFIX};
+
+/// The authenticated caller of a `/v1` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The operator key: every operation.
+    Operator,
+    /// An application server's key: its own sessions, and introspection of its tokens.
+    AppServer(AppServerRecord),
+}
+
+impl Principal {
+    /// The rate-limit bucket of this principal.
+    fn bucket(&self) -> String {
+        match self {
+            Principal::Operator => "operator".to_owned(),
+            Principal::AppServer(server) => format!("app_server:{}", server.id),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthorized {
+                detail: "an API key is required: send Authorization: Bearer KEY".into(),
+                invalid_token: false,
+            })
+    }
+}
+
+/// Extracts only for the operator key; an application server's key gets 403.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
+impl<S: Send + Sync> FromRequestParts<S> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Principal::from_request_parts(parts, state).await? {
+            Principal::Operator => Ok(Operator),
+            Principal::AppServer(_) => Err(ApiError::Forbidden(
+                "this operation needs the operator key; an application server's key may only \
+                 read its own sessions and introspect its tokens"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// SHA-256 of a key, for constant-time comparison at a fixed length.
+pub(super) fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The key of an `Authorization: Bearer KEY` header. The scheme is case-insensitive
+/// (RFC 9110 §11.1); anything else is no key at all.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.trim().split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
+
+/// Resolves a presented key; `Ok(None)` for an unknown one.
+async fn resolve(state: &ApiState, key: &str) -> Result<Option<Principal>, ApiError> {
+    if let Some(operator) = state.inner.operator_key_digest {
+        if bool::from(key_digest(key).ct_eq(&operator)) {
+            return Ok(Some(Principal::Operator));
+        }
+    }
+    if key.starts_with(API_KEY_PREFIX) {
+        return Ok(state
+            .inner
+            .store
+            .app_server_for_api_key(key)
+            .await?
+            .map(Principal::AppServer));
+    }
+    Ok(None)
+}
+
+/// The `/v1` middleware: authenticate, rate-limit, then run the handler.
+pub(super) async fn authenticate(
+    State(state): State<ApiState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let presented = bearer(req.headers()).map(str::to_owned);
+    let principal = match &presented {
+        Some(key) => match resolve(&state, key).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
+    let bucket = match &principal {
+        Some(p) => p.bucket(),
+        None => {
+            let ip = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip().to_string())
+                .unwrap_or_else(|| "unknown".to_owned());
+            format!("ip:{ip}")
+        }
+    };
+    if let Err(retry_after_secs) = state.inner.limiter.check(&bucket, state.now_ms()) {
+        return ApiError::RateLimited { retry_after_secs }.into_response();
+    }
+    match principal {
+        Some(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        None => {
+            if presented.is_some() {
+                state.inner.metrics.http_auth_failure();
+            }
+            ApiError::Unauthorized {
+                detail: if presented.is_some() {
+                    "the API key is not valid".into()
+                } else {
+                    "an API key is required: send Authorization: Bearer KEY".into()
+                },
+                invalid_token: presented.is_some(),
+            }
+            .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn bearer_keys_are_read_case_insensitively() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,166 @@
+//! Application servers' REST API keys: made here, shown once, kept only as SHA-256 digests.
+//!
+//! A key is `tgk_` followed by 256 bits from the operating system's random source, base64url
+//! encoded (47 characters in all). The database holds the lowercase hex SHA-256 of the whole
+//! key and its first [`PREFIX_LEN`] characters (to tell keys apart in an audit without holding
+//! them); the key itself is returned once, to the operator who created it, and never again.
+//!
+//! Why a plain SHA-256 and not a password hash such as argon2: password hashes are slow on
+//! purpose, to make guessing a *low-entropy* secret from its hash expensive. A 256-bit random
+//! key cannot be guessed however fast the hash is, so slowness would buy nothing and would cost
+//! a deliberate CPU burn on every authenticated request. The digest is looked up by equality on
+//! a unique index; a timing difference there reveals nothing about the key, because an attacker
+//! cannot choose keys whose digests share a prefix.
+
+use rand::RngCore;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+};
+use sha2::{Digest, Sha256};
+
+use super::entities::{api_keys, app_servers};
+use super::{new_id, now_ms, AppServerRecord, Store, StoreError};
+use crate::config::Secret;
+
+/// What every key starts with, so a leaked key is recognisable (e.g. by secret scanners).
+pub const API_KEY_PREFIX: &str = "tgk_";
+
+/// How many leading characters of a key are stored in the clear (`tgk_` and 8 more).
+pub const PREFIX_LEN: usize = 12;
+
+/// A freshly made key: the secret (to show once), its digest and its prefix (to store).
+struct NewKey {
+    secret: Secret,
+    hash: String,
+    prefix: String,
+}
+
+fn generate_key() -> NewKey {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let key = format!("{API_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    NewKey {
+        hash: digest(&key),
+        prefix: key[..PREFIX_LEN].to_owned(),
+        secret: Secret::new(key),
+    }
+}
+
+/// Lowercase hex SHA-256 of a key.
+fn digest(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn key_row(app_server_id: &str, key: &NewKey) -> api_keys::ActiveModel {
+    api_keys::ActiveModel {
+        id: Set(new_id()),
+        app_server_id: Set(app_server_id.to_owned()),
+        prefix: Set(key.prefix.clone()),
+        key_hash: Set(key.hash.clone()),
+        created_at: Set(now_ms()),
+    }
+}
+
+impl Store {
+    /// Adds an application server (as [`Store::add_app_server`]) together with its first API
+    /// key, in one transaction. The returned key is the only copy: it is not stored.
+    pub async fn add_app_server_with_key(
+        &self,
+        name: &str,
+        uri: &str,
+    ) -> Result<(AppServerRecord, Secret), StoreError> {
+        let txn = self.begin_write().await?;
+        let server = Store::insert_app_server(&txn, name, uri).await?;
+        let key = generate_key();
+        key_row(&server.id, &key).insert(&txn).await?;
+        txn.commit().await?;
+        Ok((server, key.secret))
+    }
+
+    /// Replaces every API key of the application server `app_server_id` with a new one and
+    /// returns it (the only copy). The old keys stop working at once.
+    pub async fn reissue_api_key(&self, app_server_id: &str) -> Result<Secret, StoreError> {
+        let txn = self.begin_write().await?;
+        if app_servers::Entity::find_by_id(app_server_id.to_owned())
+            .one(&txn)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::NotFound(format!(
+                "no application server {app_server_id}"
+            )));
+        }
+        api_keys::Entity::delete_many()
+            .filter(api_keys::Column::AppServerId.eq(app_server_id))
+            .exec(&txn)
+            .await?;
+        let key = generate_key();
+        key_row(app_server_id, &key).insert(&txn).await?;
+        txn.commit().await?;
+        Ok(key.secret)
+    }
+
+    /// The application server an API key belongs to, or `None` for an unknown key.
+    pub async fn app_server_for_api_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<AppServerRecord>, StoreError> {
+        if !key.starts_with(API_KEY_PREFIX) {
+            return Ok(None);
+        }
+        let Some(row) = api_keys::Entity::find()
+            .filter(api_keys::Column::KeyHash.eq(digest(key)))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(app_servers::Entity::find_by_id(row.app_server_id)
+            .one(&self.db)
+            .await?
+            .map(AppServerRecord::from))
+    }
+
+    /// Inserts an application server row inside `txn` (validated like
+    /// [`Store::add_app_server`]).
+    async fn insert_app_server<C: ConnectionTrait>(
+        txn: &C,
+        name: &str,
+        uri: &str,
+    ) -> Result<AppServerRecord, StoreError> {
+        let uri = uri.trim();
+        super::directory::validate_app_server(name, uri)?;
+        let model = app_servers::ActiveModel {
+            id: Set(new_id()),
+            name: Set(name.to_owned()),
+            uri: Set(uri.to_owned()),
+            created_at: Set(now_ms()),
+        };
+        let inserted = model.insert(txn).await.map_err(|e| {
+            StoreError::conflict_on_unique(e, || {
+                format!("application server {name} already exists")
+            })
+        })?;
+        Ok(inserted.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_long_random_and_prefixed() {
+        let a = generate_key();
+        let b = generate_key();
+        assert!(a.secret.expose().starts_with(API_KEY_PREFIX));
+        assert_eq!(a.secret.expose().len(), API_KEY_PREFIX.len() + 43);
+        assert_ne!(a.secret.expose(), b.secret.expose());
+        assert_eq!(a.hash, digest(a.secret.expose()));
+        assert_eq!(a.hash.len(), 64);
+        assert!(a.secret.expose().starts_with(&a.prefix));
+        assert!(!format!("{:?}", a.secret).contains(&a.secret.expose()[4..]));
+    }
+}
