@@ -2,9 +2,10 @@
 //! writer, the SIP transports, the relay core and the HTTP listener. Returns the bound
 //! addresses (every listener may be port 0) and shuts down gracefully, flushing sessions.
 
-use crate::api::{self, ApiParts, ApiSettings, ApiState, Metrics, RateLimit, Readiness};
+use crate::api::{self, ApiParts, ApiSettings, ApiState, RateLimit, Readiness};
 use crate::clock::SharedClock;
 use crate::config::{ChallengeStyle, Config, Listen, Protocol};
+use crate::metrics::Metrics;
 use crate::relay::auth::{AuthSettings, Authenticator, ChallengeKind};
 use crate::relay::directory::DirectoryCache;
 use crate::relay::proxy::{Core, CoreParts, CoreSettings, LocalIdentity};
@@ -183,6 +184,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             store: store.clone(),
             clock,
             tokens,
+            metrics: metrics.clone(),
         },
     );
     let core_ready = readiness.clone();

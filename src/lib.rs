@@ -13,6 +13,7 @@
 //!   limits), its OpenAPI document and docs UI, the JWK set, `/healthz`, `/readyz`, `/metrics`.
 //! - [`client`]: the `tollgate call` SIP client terminal.
 //! - [`config`]: layered configuration (defaults → `tollgate.toml` → `TOLLGATE_*`).
+//! - [`metrics`]: Prometheus counters shared by the relay core and the HTTP layer.
 //! - [`clock`]: the injected wall clock used for everything that is billed.
 //! - [`app`]: builds and runs everything from a config; reports bound addresses.
 
@@ -21,6 +22,7 @@ pub mod app;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod metrics;
 pub mod relay;
 pub mod sip;
 pub mod store;

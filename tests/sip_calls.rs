@@ -37,6 +37,28 @@ async fn calls_with_digest_auth_all_succeed(tcp: bool, calls: u32) {
         uas_run.output
     );
 
+    // The operator's view of the same calls.
+    let metrics = reqwest::get(format!("http://{}/metrics", relay.relay.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{metrics}"))
+    };
+    // Requests received count retransmissions too; each call sends two INVITEs and one BYE.
+    assert!(value("tollgate_sip_requests_total{method=\"INVITE\"}") >= 2 * calls as u64);
+    assert!(value("tollgate_sip_requests_total{method=\"BYE\"}") >= calls as u64);
+    assert_eq!(
+        value("tollgate_sip_responses_total{status=\"407\"}"),
+        calls as u64
+    );
+    assert_eq!(value("tollgate_sessions_active"), 0);
+
     let store = relay.store.clone();
     relay.relay.shutdown().await;
     let sessions = store

@@ -29,7 +29,6 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
-pub mod metrics;
 pub mod rate_limit;
 pub mod services;
 pub mod sessions;
@@ -53,10 +52,10 @@ use crate::config::Secret;
 use crate::store::Store;
 use crate::tokens::TokenIssuer;
 
+pub use crate::metrics::Metrics;
 pub use auth::{Operator, Principal};
 pub use error::{ApiError, FieldError, Problem, PROBLEM_JSON};
 pub use health::Readiness;
-pub use metrics::Metrics;
 pub use rate_limit::{RateLimit, RateLimiter};
 
 /// Largest request body the API reads (JSON or form).
@@ -323,7 +322,7 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.inner.metrics.clone(),
-            metrics::track_http,
+            crate::metrics::track_http,
         ))
         .with_state(state)
 }

@@ -18,6 +18,7 @@
 
 use crate::clock::{Millis, SharedClock};
 use crate::config::Protocol;
+use crate::metrics::Metrics;
 use crate::relay::auth::{AuthOutcome, Authenticator, ChallengeKind};
 use crate::relay::directory::{uri_protocol, DirectoryCache, Target};
 use crate::relay::handover::{self, BranchToken};
@@ -114,6 +115,7 @@ pub struct CoreParts {
     pub store: Store,
     pub clock: SharedClock,
     pub tokens: TokenIssuer,
+    pub metrics: Metrics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +206,10 @@ impl Core {
 
     fn on_inbound(&mut self, inbound: Inbound) {
         match msg::parse(&inbound.bytes) {
-            Ok(SipMessage::Request(req)) => self.on_request(req, inbound.source, inbound.protocol),
+            Ok(SipMessage::Request(req)) => {
+                self.parts.metrics.sip_request(&req.method.to_string());
+                self.on_request(req, inbound.source, inbound.protocol)
+            }
             Ok(SipMessage::Response(resp)) => self.on_response(resp),
             Err(failure) => match (failure.error, failure.parsed.map(|m| *m)) {
                 (MessageError::Truncated { .. }, Some(SipMessage::Request(req))) => self
@@ -257,6 +262,7 @@ impl Core {
         };
         let is_invite = req.method == Method::Invite;
         let to_tag = self.fresh_tag();
+        self.parts.metrics.transaction_started();
         self.server_txns.insert(
             key.clone(),
             ServerTxn {
@@ -366,6 +372,7 @@ impl Core {
                 None
             }
             AuthOutcome::Forbidden => {
+                self.parts.metrics.sip_auth_failure();
                 self.respond(key, 403, None, Vec::new());
                 None
             }
@@ -607,6 +614,7 @@ impl Core {
         if dialog.state == DialogState::Confirming {
             // Keep order behind the ACK that waits for the disk.
             let req = self.server_txns.remove(&key).and_then(|t| t.request);
+            self.parts.metrics.transaction_ended();
             if let Some(req) = req {
                 dialog.held.push((req, source, protocol));
             }
@@ -753,6 +761,7 @@ impl Core {
         let dialog = self.dialogs.get_mut(&dialog_key).expect("found above");
         match dialog.state {
             DialogState::Early => {
+                self.parts.metrics.session_started();
                 dialog.state = DialogState::Confirming;
                 dialog.confirmed_at = Some(now);
                 dialog.held_ack = Some((wire, addr, out_protocol));
@@ -791,8 +800,10 @@ impl Core {
         let found = self.server_txns.contains_key(&invite_key);
         let status = if found { 200 } else { 481 };
         let to_tag = self.fresh_tag();
+        self.parts.metrics.sip_response(status);
         let response = Bytes::from(msg::response_to(&req, status, Some(&to_tag)).to_bytes());
         self.send(protocol, reply_to, response.clone());
+        self.parts.metrics.transaction_started();
         self.server_txns.insert(
             key.clone(),
             ServerTxn {
@@ -908,6 +919,7 @@ impl Core {
                 }
                 let cancel_now = branch.cancel_pending;
                 if status > 100 && !ctx.answered {
+                    self.parts.metrics.sip_response(status);
                     let bytes = Bytes::from(resp.to_bytes());
                     txn.last_response = Some(bytes.clone());
                     let (p, to) = (txn.protocol, txn.reply_to);
@@ -928,6 +940,7 @@ impl Core {
                 ctx.answered = true;
                 let purpose = ctx.purpose.clone();
                 let others: Vec<usize> = (0..ctx.branches.len()).filter(|i| *i != index).collect();
+                self.parts.metrics.sip_response(status);
                 let bytes = Bytes::from(resp.to_bytes());
                 let (p, to) = (txn.protocol, txn.reply_to);
                 if first_answer {
@@ -1046,6 +1059,9 @@ impl Core {
         let Some(txn) = self.server_txns.get_mut(key) else {
             return;
         };
+        self.parts
+            .metrics
+            .sip_response(u16::from(resp.status_code.clone()));
         let bytes = Bytes::from(resp.to_bytes());
         self.parts
             .transports
@@ -1135,6 +1151,9 @@ impl Core {
             DialogState::Ending(party) => party,
             _ => Party::Relay,
         };
+        if dialog.confirmed_at.is_some() {
+            self.parts.metrics.session_ended();
+        }
         let duration_ms = dialog.confirmed_at.map(|c| (now - c).max(0)).unwrap_or(0);
         self.parts.sessions.record(SessionEvent::Terminated {
             id: dialog.session_id,
@@ -1151,6 +1170,7 @@ impl Core {
                 if status >= 300 {
                     self.relay_final(&key, response);
                 } else if let Some(txn) = self.server_txns.get_mut(&key) {
+                    self.parts.metrics.sip_response(status);
                     let bytes = Bytes::from(response.to_bytes());
                     self.parts
                         .transports
@@ -1199,6 +1219,7 @@ impl Core {
         }
         if status < 200 {
             let txn = self.server_txns.get_mut(key).expect("checked");
+            self.parts.metrics.sip_response(status);
             let bytes = Bytes::from(resp.to_bytes());
             self.parts
                 .transports
@@ -1323,6 +1344,7 @@ impl Core {
                     }
                 }
                 if let Some(txn) = self.server_txns.remove(&key) {
+                    self.parts.metrics.transaction_ended();
                     if let Some(ctx) = txn.proxy {
                         for b in ctx.branches {
                             self.branches.remove(&b.id);
