@@ -818,3 +818,29 @@ async fn repeated_wrong_passwords_from_one_source_are_blocked_with_retry_after()
     let rows = sessions_after_shutdown(relay).await;
     assert!(rows.is_empty(), "nothing was forwarded: {rows:?}");
 }
+
+#[tokio::test]
+async fn a_request_that_comes_back_to_the_relay_gets_482_loop_detected() {
+    // The service's application server is the relay itself: the forwarded INVITE arrives
+    // again with the relay's own Via and branch, and is refused before authentication.
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::relay::test_config(&dir);
+    config.sip.listen = vec![format!("udp:127.0.0.1:{port}").parse().unwrap()];
+    let relay = common::relay::start_relay_with(
+        Seed {
+            app_servers: vec![format!("sip:127.0.0.1:{port}")],
+        },
+        config,
+        dir,
+    )
+    .await;
+    let client = RawUdp::bind().await;
+    raw::authenticated_invite(&client, relay.udp()).await;
+    let answer = raw::next_non_trying(&client).await;
+    assert_eq!(raw::status(&answer), Some(482), "{answer}");
+    let rows = sessions_after_shutdown(relay).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, SessionState::Failed);
+    assert_eq!(rows[0].final_status, Some(482));
+}
