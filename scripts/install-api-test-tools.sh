@@ -3,8 +3,8 @@
 # - Debian's chromium (headless browser for the docs UI test);
 # - in a virtualenv at $TOLLGATE_SDK_VENV (default ~/.cache/tollgate-sdk-venv):
 #   openapi-python-client (PyPI; the generated client's own dependencies, httpx, attrs and
-#   python-dateutil, come with it) and playwright (PyPI; drives the system chromium, no browser
-#   download);
+#   python-dateutil, come with it), playwright (PyPI; drives the system chromium, no browser
+#   download) and pyjwt[crypto] (PyPI; tests/token_e2e.rs verifies relay tokens with it);
 # - openapi-typescript and typescript (npm), pinned by tests/sdk/package-lock.json, in
 #   tests/sdk/node_modules.
 # Idempotent. Under CI=true those tests fail when any of this is missing.
@@ -18,12 +18,15 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 venv="${TOLLGATE_SDK_VENV:-$HOME/.cache/tollgate-sdk-venv}"
-if [ ! -x "$venv/bin/openapi-python-client" ] || [ ! -x "$venv/bin/playwright" ]; then
+pyjwt_version="2.15.1"
+if [ ! -x "$venv/bin/openapi-python-client" ] || [ ! -x "$venv/bin/playwright" ] \
+  || ! "$venv/bin/python" -c "import sys, jwt, cryptography; sys.exit(jwt.__version__ != '$pyjwt_version')" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "openapi-python-client==0.29.1" "playwright==1.65.2"
+    "openapi-python-client==0.29.1" "playwright==1.65.2" "pyjwt[crypto]==$pyjwt_version"
 fi
 "$venv/bin/openapi-python-client" --version
+"$venv/bin/python" -c "import jwt; print('pyjwt', jwt.__version__)"
 
 (cd tests/sdk && npm ci --no-audit --no-fund --silent)
 tests/sdk/node_modules/.bin/openapi-typescript --version
