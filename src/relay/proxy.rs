@@ -512,6 +512,8 @@ impl Core {
     }
 
     /// Serialises the forwarded request for one target: Request-URI and our Via.
+    /// Serialises the forwarded request for one target: its Request-URI, our Via on top and
+    /// the branch's session token, written straight to bytes (no copy of the parsed request).
     fn branch_request(
         &self,
         forwarded: &Request,
@@ -519,26 +521,39 @@ impl Core {
         branch_id: &str,
         token: Option<&str>,
     ) -> Bytes {
-        let mut req = forwarded.clone();
-        if let Some(jwt) = token {
-            msg::push_header(
-                &mut req.headers,
-                Header::Other(handover::TOKEN_HEADER.into(), jwt.into()),
-            );
-        }
-        if target.uri.auth.is_some() {
-            req.uri = target.uri.clone();
-        }
-        let via = format!(
-            "SIP/2.0/{} {};branch={}",
-            target.protocol.as_str().to_ascii_uppercase(),
-            self.settings.local.sent_by(target.protocol),
-            branch_id
+        use std::fmt::Write as _;
+        let uri = if target.uri.auth.is_some() {
+            &target.uri
+        } else {
+            &forwarded.uri
+        };
+        let mut head = String::with_capacity(1024);
+        let _ = write!(
+            head,
+            "{} {} SIP/2.0\r\nVia: {}\r\n",
+            forwarded.method,
+            uri,
+            self.our_via(target.protocol, branch_id)
         );
-        req.headers
-            .0
-            .insert(0, Header::Via(rsipstack::sip::Via::new(via)));
-        Bytes::from(req.to_bytes())
+        for h in forwarded.headers.iter() {
+            let _ = write!(head, "{h}\r\n");
+        }
+        if let Some(jwt) = token {
+            let _ = write!(head, "{}: {jwt}\r\n", handover::TOKEN_HEADER);
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&forwarded.body);
+        Bytes::from(bytes)
+    }
+
+    /// Our Via header value for a request leaving over `protocol`.
+    fn our_via(&self, protocol: Protocol, branch: &str) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={branch}",
+            protocol.as_str().to_ascii_uppercase(),
+            self.settings.local.sent_by(protocol)
+        )
     }
 
     fn record_route(&self, protocol: Protocol) -> String {
@@ -648,12 +663,7 @@ impl Core {
         };
         prepare_forward(&mut forwarded);
         let branch_id = format!("z9hG4bK{}.0", loop_hash(&req));
-        let via = format!(
-            "SIP/2.0/{} {};branch={}",
-            out_protocol.as_str().to_ascii_uppercase(),
-            self.settings.local.sent_by(out_protocol),
-            branch_id
-        );
+        let via = self.our_via(out_protocol, &branch_id);
         forwarded
             .headers
             .0
@@ -740,18 +750,14 @@ impl Core {
         let Some(dialog_key) = self.find_dialog(&req) else {
             return; // an ACK is never answered; an unknown one is dropped
         };
-        let mut forwarded = req.clone();
+        let branch = format!("z9hG4bK{}.a", loop_hash(&req));
+        let mut forwarded = req;
         self.pop_own_routes(&mut forwarded);
         let Some((addr, out_protocol)) = next_hop(&forwarded) else {
             return;
         };
         prepare_forward(&mut forwarded);
-        let via = format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{}.a",
-            out_protocol.as_str().to_ascii_uppercase(),
-            self.settings.local.sent_by(out_protocol),
-            loop_hash(&req)
-        );
+        let via = self.our_via(out_protocol, &branch);
         forwarded
             .headers
             .0
