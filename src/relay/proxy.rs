@@ -1509,10 +1509,23 @@ fn pop_top_via(resp: &mut Response) {
 /// (RFC 3261 §17.1.1.3): same Request-URI, Via (ours), From, Call-ID, CSeq number and Route;
 /// the To of the response.
 fn build_ack(wire: &[u8], resp: &Response) -> Option<Bytes> {
+    let to = msg::to_value(&resp.headers)?;
+    request_for_invite(wire, Method::Ack, Some(to))
+}
+
+/// A CANCEL for the INVITE we sent as `wire` (RFC 3261 §9.1): same Request-URI, top Via,
+/// From, To, Call-ID, CSeq number and Route.
+fn build_cancel(wire: &[u8]) -> Option<Bytes> {
+    request_for_invite(wire, Method::Cancel, None)
+}
+
+/// A request that belongs to the INVITE transaction we sent as `wire`: its Request-URI, top
+/// Via, From, Call-ID, Route, Max-Forwards and CSeq number, with `method`; the To is the
+/// INVITE's unless `to` replaces it.
+fn request_for_invite(wire: &[u8], method: Method, to: Option<&str>) -> Option<Bytes> {
     let Ok(SipMessage::Request(invite)) = msg::parse(wire) else {
         return None;
     };
-    let to = msg::to_value(&resp.headers)?;
     let (seq, _) = msg::cseq(&invite.headers)?;
     let mut headers = rsipstack::sip::Headers::default();
     if let Some(v) = invite.headers.iter().find(|h| matches!(h, Header::Via(_))) {
@@ -1523,59 +1536,25 @@ fn build_ack(wire: &[u8], resp: &Response) -> Option<Bytes> {
             Header::From(_) | Header::CallId(_) | Header::Route(_) | Header::MaxForwards(_) => {
                 headers.push(h.clone())
             }
+            Header::To(_) if to.is_none() => headers.push(h.clone()),
             _ => {}
         }
     }
-    headers.push(Header::To(rsipstack::sip::To::new(to)));
+    if let Some(to) = to {
+        headers.push(Header::To(rsipstack::sip::To::new(to)));
+    }
     headers.push(Header::CSeq(rsipstack::sip::CSeq::new(format!(
-        "{seq} ACK"
+        "{seq} {method}"
     ))));
     headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new(
         "0",
     )));
-    let ack = Request {
-        method: Method::Ack,
+    let request = Request {
+        method,
         uri: invite.uri,
         version: rsipstack::sip::Version::V2,
         headers,
         body: Vec::new(),
     };
-    Some(Bytes::from(ack.to_bytes()))
-}
-
-/// A CANCEL for the INVITE we sent as `wire` (RFC 3261 §9.1): same Request-URI, top Via,
-/// From, To, Call-ID, CSeq number and Route.
-fn build_cancel(wire: &[u8]) -> Option<Bytes> {
-    let Ok(SipMessage::Request(invite)) = msg::parse(wire) else {
-        return None;
-    };
-    let (seq, _) = msg::cseq(&invite.headers)?;
-    let mut headers = rsipstack::sip::Headers::default();
-    if let Some(v) = invite.headers.iter().find(|h| matches!(h, Header::Via(_))) {
-        headers.push(v.clone());
-    }
-    for h in invite.headers.iter() {
-        match h {
-            Header::From(_)
-            | Header::To(_)
-            | Header::CallId(_)
-            | Header::Route(_)
-            | Header::MaxForwards(_) => headers.push(h.clone()),
-            _ => {}
-        }
-    }
-    headers.push(Header::CSeq(rsipstack::sip::CSeq::new(format!(
-        "{seq} CANCEL"
-    ))));
-    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new(
-        "0",
-    )));
-    let cancel = Request {
-        method: Method::Cancel,
-        uri: invite.uri,
-        version: rsipstack::sip::Version::V2,
-        headers,
-        body: Vec::new(),
-    };
-    Some(Bytes::from(cancel.to_bytes()))
+    Some(Bytes::from(request.to_bytes()))
 }
