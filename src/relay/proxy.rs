@@ -508,7 +508,7 @@ impl Core {
                 cancel_sent: false,
             });
         }
-        self.start_branches(key, Purpose::NewSession { caller, service }, branches);
+        self.start_branches(key, Purpose::NewSession, branches);
     }
 
     /// Serialises the forwarded request for one target: Request-URI and our Via.
@@ -956,7 +956,7 @@ impl Core {
                 }
                 self.send(p, to, bytes);
                 match purpose {
-                    Purpose::NewSession { .. } => {
+                    Purpose::NewSession => {
                         if let Some(session_id) = session_id {
                             self.open_dialog(&resp, session_id);
                         }

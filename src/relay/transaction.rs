@@ -63,7 +63,7 @@ pub struct ServerTxn {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Purpose {
     /// An initial INVITE for a service: each branch is a session.
-    NewSession { caller: String, service: String },
+    NewSession,
     /// A request inside an established dialog.
     InDialog { dialog: String },
 }

@@ -5,7 +5,7 @@
 //! `Via: a, b` on one line is split into separate Via headers, and header fields a proxy
 //! reads on every message (tags, CSeq, branch, Max-Forwards) are read without allocating.
 
-use rsipstack::sip::{Header, Headers, Method, Request, Response, SipMessage, StatusCode};
+use rsipstack::sip::{Header, Headers, Request, Response, SipMessage, StatusCode};
 use std::net::SocketAddr;
 
 /// Why bytes are not a SIP message we can handle.
@@ -352,11 +352,6 @@ pub fn set_body(
         new.len().to_string(),
     )));
     *body = new;
-}
-
-/// True for methods whose requests never get a response (ACK).
-pub fn is_ack(method: &Method) -> bool {
-    matches!(method, Method::Ack)
 }
 
 #[cfg(test)]
