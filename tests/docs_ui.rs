@@ -12,30 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::relay::{start_relay, Seed};
-
-/// `path` if it exists; otherwise `None` with a message, or a panic under `CI=true`.
-fn require(path: PathBuf) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
-    }
-    let message = format!(
-        "{} is missing: run scripts/install-api-test-tools.sh",
-        path.display()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true: {message}");
-    }
-    eprintln!("skipping: {message}");
-    None
-}
-
-fn venv() -> PathBuf {
-    match std::env::var_os("TOLLGATE_SDK_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => Path::new(&std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/tollgate-sdk-venv"),
-    }
-}
+use common::tools::{require, venv};
 
 /// How many operations the document has (each is one block in Swagger UI).
 fn operation_count() -> usize {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::relay::{start_relay, Seed, OPERATOR_KEY};
+use common::tools::{require, venv};
 use tollgate::clock::{Clock, SystemClock};
 use tollgate::store::{SessionEvent, SessionWriter};
 
@@ -28,30 +29,6 @@ fn sdk_dir() -> PathBuf {
 
 fn openapi_json() -> PathBuf {
     Path::new(ROOT).join("openapi/openapi.json")
-}
-
-/// `path` if it exists; otherwise `None` with a message, or a panic under `CI=true`.
-fn require(path: PathBuf) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
-    }
-    let message = format!(
-        "{} is missing: run scripts/install-api-test-tools.sh",
-        path.display()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true: {message}");
-    }
-    eprintln!("skipping: {message}");
-    None
-}
-
-fn venv() -> PathBuf {
-    match std::env::var_os("TOLLGATE_SDK_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => Path::new(&std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/tollgate-sdk-venv"),
-    }
 }
 
 fn check(what: &str, out: &Output) {

@@ -6,35 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::db::{drop_postgres, fresh_postgres, fresh_sqlite, sqlite_url};
+use common::db::{fresh_sqlite, on_both_engines};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 use tollgate::store::{
     Binding, Party, SessionEvent, SessionFilter, SessionState, SessionWriter, Store, StoreError,
 };
-
-/// Runs `async fn $body(store: Store, url: String)` once per engine; `url` opens the same
-/// database again (a second connection pool).
-macro_rules! on_both_engines {
-    ($($body:ident),* $(,)?) => {$(
-        mod $body {
-            #[tokio::test]
-            async fn sqlite() {
-                let (store, dir) = crate::fresh_sqlite().await;
-                super::$body(store, crate::sqlite_url(dir.path())).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                let Some((store, url)) = crate::fresh_postgres().await else {
-                    return;
-                };
-                super::$body(store, url.clone()).await;
-                crate::drop_postgres(&url).await;
-            }
-        }
-    )*};
-}
 
 on_both_engines!(
     migrations_apply_twice,

@@ -19,6 +19,7 @@ use base64::Engine as _;
 use common::raw::{self, RawUdp, LIMIT};
 use common::relay::{free_port, start_relay, Seed, TestRelay, OPERATOR_KEY};
 use common::sipp::{sipp_available, uas_uri, Sipp};
+use common::tools::{missing, venv};
 use jsonwebtoken::jwk::JwkSet;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -43,23 +44,9 @@ async fn shop1_id(relay: &TestRelay) -> String {
         .id
 }
 
-/// `what` is not installed: `None` with a message, or a panic under `CI=true`.
-fn missing<T>(what: &str) -> Option<T> {
-    let message = format!("{what} is missing: run scripts/install-api-test-tools.sh");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true: {message}");
-    }
-    eprintln!("SKIPPED: {message}");
-    None
-}
-
 /// The virtualenv's python, when it has PyJWT with its crypto extra.
 async fn pyjwt_python() -> Option<PathBuf> {
-    let venv = match std::env::var_os("TOLLGATE_SDK_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => Path::new(&std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/tollgate-sdk-venv"),
-    };
+    let venv = venv();
     let python = venv.join("bin/python");
     let has_pyjwt = tokio::process::Command::new(&python)
         .args(["-c", "import jwt, cryptography"])

@@ -7,36 +7,13 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::db::{drop_postgres, fresh_postgres, fresh_sqlite, sqlite_url};
+use common::db::on_both_engines;
 use p256::pkcs8::DecodePrivateKey as _;
 use sea_orm::ConnectionTrait as _;
 use tollgate::store::{KeyStatus, Store};
 use tollgate::tokens::{
     self, Algorithm, TokenConfig, TokenError, TokenIssuer, TokenVerifier, DEFAULT_RETIRED_GRACE,
 };
-
-/// Runs `async fn $body(store: Store, url: String)` once per engine; `url` opens the same
-/// database again (a second connection pool, as a second relay node would).
-macro_rules! on_both_engines {
-    ($($body:ident),* $(,)?) => {$(
-        mod $body {
-            #[tokio::test]
-            async fn sqlite() {
-                let (store, dir) = crate::fresh_sqlite().await;
-                super::$body(store, crate::sqlite_url(dir.path())).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                let Some((store, url)) = crate::fresh_postgres().await else {
-                    return;
-                };
-                super::$body(store, url.clone()).await;
-                crate::drop_postgres(&url).await;
-            }
-        }
-    )*};
-}
 
 on_both_engines!(
     keys_are_created_on_first_load_and_survive_a_reload,

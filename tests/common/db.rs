@@ -105,3 +105,30 @@ fn database_name(url: &str) -> Option<&str> {
     let slash = base[authority_start..].find('/')?;
     Some(&base[authority_start + slash + 1..]).filter(|name| name.starts_with("tollgate_test_"))
 }
+
+/// Runs `async fn $body(store: Store, url: String)` once per engine; `url` opens the same
+/// database again (a second connection pool, as a second relay node would). The PostgreSQL
+/// variant runs when `TOLLGATE_TEST_POSTGRES_URL` is set, and fails under `CI=true` when not.
+#[allow(unused_macros)] // each test binary compiles common/, not all of them use it
+macro_rules! on_both_engines {
+    ($($body:ident),* $(,)?) => {$(
+        mod $body {
+            #[tokio::test]
+            async fn sqlite() {
+                let (store, dir) = crate::common::db::fresh_sqlite().await;
+                super::$body(store, crate::common::db::sqlite_url(dir.path())).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some((store, url)) = crate::common::db::fresh_postgres().await else {
+                    return;
+                };
+                super::$body(store, url.clone()).await;
+                crate::common::db::drop_postgres(&url).await;
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_engines;

@@ -6,3 +6,4 @@ pub mod db;
 pub mod raw;
 pub mod relay;
 pub mod sipp;
+pub mod tools;

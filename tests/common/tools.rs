@@ -1,0 +1,34 @@
+//! Where the tests find the tools `scripts/install-api-test-tools.sh` installs (the Python
+//! virtualenv, npm packages, Chromium), and what a test does when one is missing: fail under
+//! `CI=true`, skip with a note elsewhere.
+
+use std::path::{Path, PathBuf};
+
+/// `what` is not installed: `None` with a note, or a panic under `CI=true`.
+pub fn missing<T>(what: &str) -> Option<T> {
+    let message = format!("{what} is missing: run scripts/install-api-test-tools.sh");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true: {message}");
+    }
+    eprintln!("SKIPPED: {message}");
+    None
+}
+
+/// `path` if it exists; otherwise [`missing`].
+pub fn require(path: PathBuf) -> Option<PathBuf> {
+    if path.exists() {
+        Some(path)
+    } else {
+        missing(&path.display().to_string())
+    }
+}
+
+/// The virtualenv with the Python tools (`$TOLLGATE_SDK_VENV`, default
+/// `~/.cache/tollgate-sdk-venv`).
+pub fn venv() -> PathBuf {
+    match std::env::var_os("TOLLGATE_SDK_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => Path::new(&std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/tollgate-sdk-venv"),
+    }
+}
