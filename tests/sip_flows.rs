@@ -101,31 +101,48 @@ fn only_session(rows: &[SessionRecord]) -> &SessionRecord {
 
 // -------------------------------------------------------------------- 1. 503 from the app server
 
-async fn app_server_refusal_is_relayed_and_recorded_failed(tcp: bool) {
+/// One sipp call that must end unanswered: both sipp scenarios pass, and the relay records one
+/// session in `state` with `status`, ended and never billed.
+async fn unanswered_call_is_recorded(
+    tcp: bool,
+    (uac_scenario, uac_role): (&str, &str),
+    (uas_scenario, uas_role): (&str, &str),
+    state: SessionState,
+    status: u16,
+) {
     if !sipp_available() {
         return;
     }
-    let (relay, uas) = relay_with_uas("uas_503.xml", 1, tcp).await;
-    let uac = Sipp::uac("uac_auth_503.xml", relay_addr(&relay, tcp), 1, 1, tcp, &[]);
+    let (relay, uas) = relay_with_uas(uas_scenario, 1, tcp).await;
+    let uac = Sipp::uac(uac_scenario, relay_addr(&relay, tcp), 1, 1, tcp, &[]);
     let uac_run = uac.finish(LIMIT).await;
     let uas_run = uas.finish(LIMIT).await;
-    assert_both_passed(
-        &uac_run,
-        "client expecting 503",
-        &uas_run,
-        "application server answering 503 (and getting the ACK)",
-    );
+    assert_both_passed(&uac_run, uac_role, &uas_run, uas_role);
 
     let rows = sessions_after_shutdown(relay).await;
     let s = only_session(&rows);
-    assert_eq!(s.state, SessionState::Failed, "{s:?}");
-    assert_eq!(s.final_status, Some(503), "{s:?}");
+    assert_eq!(s.state, state, "{s:?}");
+    assert_eq!(s.final_status, Some(status), "{s:?}");
     assert!(s.ended_at.is_some(), "{s:?}");
     assert_eq!(
         (s.confirmed_at, s.duration_ms),
         (None, None),
         "never billed: {s:?}"
     );
+}
+
+async fn app_server_refusal_is_relayed_and_recorded_failed(tcp: bool) {
+    unanswered_call_is_recorded(
+        tcp,
+        ("uac_auth_503.xml", "client expecting 503"),
+        (
+            "uas_503.xml",
+            "application server answering 503 (and getting the ACK)",
+        ),
+        SessionState::Failed,
+        503,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,30 +263,20 @@ async fn wrong_password_gets_403_and_nothing_reaches_the_app_server_over_tcp() {
 // -------------------------------------------------------------------- 4. CANCEL while ringing
 
 async fn cancel_while_ringing_is_relayed_and_recorded_cancelled(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
-    let (relay, uas) = relay_with_uas("uas_ring_cancel.xml", 1, tcp).await;
-    let uac = Sipp::uac("uac_cancel.xml", relay_addr(&relay, tcp), 1, 1, tcp, &[]);
-    let uac_run = uac.finish(LIMIT).await;
-    let uas_run = uas.finish(LIMIT).await;
-    assert_both_passed(
-        &uac_run,
-        "client cancelling (expects 200 for CANCEL, then 487)",
-        &uas_run,
-        "application server ringing until CANCEL",
-    );
-
-    let rows = sessions_after_shutdown(relay).await;
-    let s = only_session(&rows);
-    assert_eq!(s.state, SessionState::Cancelled, "{s:?}");
-    assert_eq!(s.final_status, Some(487), "{s:?}");
-    assert!(s.ended_at.is_some(), "{s:?}");
-    assert_eq!(
-        (s.confirmed_at, s.duration_ms),
-        (None, None),
-        "never billed: {s:?}"
-    );
+    unanswered_call_is_recorded(
+        tcp,
+        (
+            "uac_cancel.xml",
+            "client cancelling (expects 200 for CANCEL, then 487)",
+        ),
+        (
+            "uas_ring_cancel.xml",
+            "application server ringing until CANCEL",
+        ),
+        SessionState::Cancelled,
+        487,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
