@@ -7,10 +7,11 @@ use crate::clock::SharedClock;
 use crate::config::{ChallengeStyle, Config, Listen, Protocol};
 use crate::metrics::Metrics;
 use crate::relay::auth::{AuthSettings, Authenticator, ChallengeKind};
+use crate::relay::core::{Core, CoreParts, CoreSettings};
 use crate::relay::directory::DirectoryCache;
-use crate::relay::proxy::{Core, CoreParts, CoreSettings, LocalIdentity};
+use crate::relay::routing::{branch_safe, LocalIdentity};
 use crate::sip::digest::Algorithm;
-use crate::sip::transport::Transports;
+use crate::sip::transport::{StreamLimits, Transports};
 use crate::store::{SessionWriter, Store, StoreError};
 use crate::tokens::{TokenConfig, TokenError, TokenIssuer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -106,7 +107,11 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     let key_reload = spawn_key_reload(tokens.clone(), store.clone(), clock.clone());
 
     let (inbound_tx, inbound_rx) = mpsc::channel(16 * 1024);
-    let transports = Transports::bind(&config.sip.listen, inbound_tx)
+    let limits = StreamLimits {
+        max_connections: config.sip.tcp_max_connections,
+        idle: Duration::from_secs(config.sip.tcp_idle_secs.max(1)),
+    };
+    let transports = Transports::bind(&config.sip.listen, limits, inbound_tx)
         .await
         .map_err(|source| AppError::Bind {
             what: "SIP listeners".into(),
@@ -167,9 +172,9 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     });
     let core = Core::new(
         CoreSettings {
-            domain: config.sip.domain.clone(),
             node_id: config.node_id.clone(),
             t1: Duration::from_millis(config.sip.t1_ms.max(1)),
+            timer_c: Duration::from_secs(config.sip.timer_c_secs.max(1)),
             challenge: match config.sip.challenge {
                 ChallengeStyle::Proxy => ChallengeKind::Proxy,
                 ChallengeStyle::Www => ChallengeKind::Www,
@@ -252,6 +257,8 @@ fn local_identity(config: &Config, bound: &[Listen]) -> LocalIdentity {
         udp_port: port(Protocol::Udp),
         tcp_port: port(Protocol::Tcp),
         hosts,
+        domain: config.sip.domain.clone(),
+        node: branch_safe(&config.node_id),
     }
 }
 

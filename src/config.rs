@@ -54,7 +54,8 @@ impl fmt::Debug for Secret {
 }
 
 /// A SIP transport the relay listens on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Udp,
     Tcp,
@@ -147,6 +148,13 @@ pub struct SipConfig {
     pub auth_block_secs: u64,
     /// RFC 3261 T1 in milliseconds (retransmission base).
     pub t1_ms: u64,
+    /// Timer C (RFC 3261 §16.6 step 11): how long an INVITE branch may go without a
+    /// provisional response before it is cancelled. More than 180 s.
+    pub timer_c_secs: u64,
+    /// Most simultaneous TCP connections.
+    pub tcp_max_connections: usize,
+    /// A TCP connection idle for this long is closed.
+    pub tcp_idle_secs: u64,
     /// How often the user and service cache is reloaded from the database.
     pub cache_refresh_ms: u64,
 }
@@ -243,6 +251,9 @@ impl Default for SipConfig {
             auth_failure_window_secs: 60,
             auth_block_secs: 60,
             t1_ms: 500,
+            timer_c_secs: 181,
+            tcp_max_connections: 10_000,
+            tcp_idle_secs: 3600,
             cache_refresh_ms: 2000,
         }
     }

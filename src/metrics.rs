@@ -11,6 +11,7 @@
 //! | --- | --- | --- | --- |
 //! | `tollgate_sip_requests_total` | counter | `method` (INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, REFER, PRACK, SUBSCRIBE, NOTIFY, MESSAGE, PUBLISH, other) | [`Metrics::sip_request`] |
 //! | `tollgate_sip_responses_total` | counter | `status` (100–699) | [`Metrics::sip_response`] |
+//! | `tollgate_sip_responses_dropped_total` | counter | `reason` (foreign_via, unknown_branch, wrong_source) | [`Metrics::sip_response_dropped`] |
 //! | `tollgate_sessions_active` | gauge | | [`Metrics::session_started`] / [`Metrics::session_ended`] |
 //! | `tollgate_transactions_in_flight` | gauge | | [`Metrics::transaction_started`] / [`Metrics::transaction_ended`] |
 //! | `tollgate_auth_failures_total` | counter | `protocol` (sip, http) | [`Metrics::sip_auth_failure`]; the API counts its own |
@@ -53,6 +54,9 @@ pub const SIP_METHODS: [&str; 15] = [
     "other",
 ];
 
+/// Why a response was dropped instead of relayed (the transaction layer's reasons).
+pub const DROP_REASONS: [&str; 3] = ["foreign_via", "unknown_branch", "wrong_source"];
+
 const FIRST_STATUS: u16 = 100;
 /// Status codes exposed at zero before they first happen.
 const COMMON_STATUSES: [u16; 12] = [100, 180, 200, 401, 403, 404, 407, 408, 480, 486, 487, 503];
@@ -66,6 +70,11 @@ struct MethodLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +111,7 @@ struct Inner {
     sip_requests: Vec<Counter>,
     sip_response_family: Family<StatusLabel, Counter>,
     sip_responses: Vec<OnceLock<Counter>>,
+    sip_dropped: Vec<Counter>,
     sessions_active: Gauge,
     transactions_in_flight: Gauge,
     sip_auth_failures: Counter,
@@ -159,6 +169,21 @@ impl Metrics {
             let _ = sip_responses[usize::from(status - FIRST_STATUS)].set(counter);
         }
 
+        let dropped_family = Family::<ReasonLabel, Counter>::default();
+        let sip_dropped = DROP_REASONS
+            .iter()
+            .map(|&reason| {
+                dropped_family
+                    .get_or_create(&ReasonLabel { reason })
+                    .clone()
+            })
+            .collect();
+        registry.register(
+            "tollgate_sip_responses_dropped",
+            "SIP responses dropped instead of relayed: not ours, unknown branch, or from an address the request was not sent to",
+            dropped_family,
+        );
+
         let sessions_active = Gauge::default();
         registry.register(
             "tollgate_sessions_active",
@@ -205,6 +230,7 @@ impl Metrics {
                 sip_requests,
                 sip_response_family,
                 sip_responses,
+                sip_dropped,
                 sessions_active,
                 transactions_in_flight,
                 sip_auth_failures,
@@ -237,6 +263,14 @@ impl Metrics {
                 .clone()
         })
         .inc();
+    }
+
+    /// Counts a response dropped for `reason`, one of [`DROP_REASONS`] (anything else is
+    /// not counted).
+    pub fn sip_response_dropped(&self, reason: &str) {
+        if let Some(i) = DROP_REASONS.iter().position(|r| *r == reason) {
+            self.inner.sip_dropped[i].inc();
+        }
     }
 
     /// A session was confirmed (its clock started).

@@ -69,7 +69,8 @@ async fn silent_app_server_gets_timer_a_retransmissions_and_the_client_408_at_ti
 }
 
 #[tokio::test]
-async fn a_provisional_response_stops_retransmissions_and_timer_c_cancels_after_three_minutes() {
+async fn a_provisional_stops_retransmissions_and_timer_c_restarted_by_each_one_cancels_after_181_s()
+{
     let app = RawUdp::bind().await;
     let relay = relay_to(&app).await;
     let client = RawUdp::bind().await;
@@ -85,12 +86,23 @@ async fn a_provisional_response_stops_retransmissions_and_timer_c_cancels_after_
     let ringing = raw::next_non_trying(&client).await;
     assert_eq!(raw::status(&ringing), Some(180), "{ringing}");
 
+    // Every provisional restarts Timer C (RFC 3261 §16.7 step 2): a 183 after 100 s moves the
+    // deadline to 281 s.
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    app.send_to(
+        raw::response(&invite, "183 Session Progress", "shop", &[]),
+        relay_addr,
+    )
+    .await;
+    let progress = raw::next_non_trying(&client).await;
+    assert_eq!(raw::status(&progress), Some(183), "{progress}");
+
     // No retransmission after the 180; the next thing the app server sees is the CANCEL
-    // Timer C sends after 180 s.
+    // Timer C sends 181 s (more than three minutes) after the last provisional.
     let (cancel, _) = app.recv_within(LIMIT).await;
     assert_eq!(raw::method(&cancel), Some("CANCEL"), "{cancel}");
     assert_eq!(raw::top_branch(&cancel), raw::top_branch(&invite));
-    assert_eq!(start.elapsed().as_secs(), 180);
+    assert_eq!(start.elapsed().as_secs(), 281);
     let answer = raw::next_non_trying(&client).await;
     assert_eq!(raw::status(&answer), Some(408), "{answer}");
     relay.relay.shutdown().await;

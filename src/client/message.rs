@@ -6,9 +6,10 @@
 //! so list splitting and parameter lookup live here.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
 use rsipstack::sip::{HasHeaders, Request, Response};
+
+use crate::sip::message::split_list;
 
 /// `User-Agent` of `tollgate call`.
 pub const USER_AGENT: &str = concat!("tollgate-call/", env!("CARGO_PKG_VERSION"));
@@ -100,14 +101,6 @@ pub fn build_response(
     s.into_bytes()
 }
 
-/// `host:port` for a Via or URI, with IPv6 in brackets.
-pub fn host_port(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    }
-}
-
 /// A fresh RFC 3261 branch (`z9hG4bK` magic cookie and 64 random bits).
 pub fn new_branch() -> String {
     format!("z9hG4bK{}", random_hex())
@@ -133,38 +126,6 @@ pub fn header_value<'m>(msg: &'m impl HasHeaders, name: &str) -> Option<&'m str>
         .iter()
         .find(|h| h.name().eq_ignore_ascii_case(name))
         .map(|h| h.value().trim())
-}
-
-/// Splits a header list on the commas that are outside quotes and angle brackets.
-pub fn split_list(value: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut in_quotes, mut in_angle, mut escaped) = (false, false, false);
-    let mut start = 0;
-    for (i, c) in value.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            '<' if !in_quotes => in_angle = true,
-            '>' if !in_quotes => in_angle = false,
-            ',' if !in_quotes && !in_angle => {
-                let item = value[start..i].trim();
-                if !item.is_empty() {
-                    out.push(item);
-                }
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    let item = value[start..].trim();
-    if !item.is_empty() {
-        out.push(item);
-    }
-    out
 }
 
 /// A header parameter (`;name=value`) of a name-addr or addr-spec header value (To, From,
@@ -353,7 +314,6 @@ mod tests {
             split_list("<sip:a;lr>, \"x,y\" <sip:b;lr>,<sip:c,d>"),
             vec!["<sip:a;lr>", "\"x,y\" <sip:b;lr>", "<sip:c,d>"]
         );
-        assert_eq!(host_port("[::1]:5060".parse().unwrap()), "[::1]:5060");
         assert!(new_branch().starts_with("z9hG4bK"));
         assert_ne!(new_branch(), new_branch());
     }

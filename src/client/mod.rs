@@ -20,15 +20,15 @@
 //! printed, ACKed and released with a BYE. If nobody answers within three minutes of ringing
 //! the INVITE is CANCELled. Timers use tokio time, so tests run them with paused time.
 //!
-//! Submodules: [`framing`] (stream framing, shared with servers), [`message`] (building and
-//! reading messages), `transport` (the socket) and `uac` (the state machine).
+//! Submodules: [`message`] (building and
+//! reading messages), `transport` (the socket, framed by [`crate::sip::framing`]) and `uac`
+//! (the state machine).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-pub mod framing;
 pub mod message;
 mod transport;
 mod uac;
@@ -121,7 +121,7 @@ pub enum ClientError {
     ConnectionClosed,
     /// The relay sent bytes that cannot be framed as SIP.
     #[error(transparent)]
-    Framing(#[from] framing::FramingError),
+    Framing(#[from] crate::sip::framing::FramingError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

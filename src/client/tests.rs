@@ -11,10 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use super::framing::{decode, Frame};
 use super::message::{cseq_of, header_param, header_value, header_values, top_via_branch};
 use super::*;
 use crate::sip::digest::{self, Algorithm, NonceKey, NonceStatus};
+use crate::sip::framing::{Frame, StreamFramer};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -81,7 +81,8 @@ impl Peer {
                 }
                 let s = stream.as_mut().unwrap();
                 loop {
-                    if let Some(Frame::Message(m)) = decode(buf, 1 << 20).unwrap() {
+                    if let Some(Frame::Message(m)) = StreamFramer::new(1 << 20).decode(buf).unwrap()
+                    {
                         return SipMessage::try_from(&m[..]).unwrap();
                     }
                     assert_ne!(s.read_buf(buf).await.unwrap(), 0, "client closed");

@@ -1,5 +1,5 @@
 //! The client's one connection to the relay: a UDP socket, or a TCP stream framed by
-//! [`super::framing`].
+//! [`crate::sip::framing`].
 //!
 //! [`Conn::recv`] is cancel-safe (it may lose the race in a `select!` without losing bytes):
 //! UDP receives whole datagrams, and TCP bytes stay in the connection's buffer until a whole
@@ -13,8 +13,8 @@ use rsipstack::sip::SipMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-use super::framing::{decode, Frame, DEFAULT_MAX_MESSAGE_LEN};
 use super::{ClientError, Transport};
+use crate::sip::framing::{Frame, StreamFramer, DEFAULT_MAX_MESSAGE_LEN};
 
 /// A message from the relay and where it came from.
 pub(crate) struct Incoming {
@@ -32,6 +32,7 @@ pub(crate) enum Conn {
         stream: TcpStream,
         peer: SocketAddr,
         buf: BytesMut,
+        framer: StreamFramer,
     },
 }
 
@@ -64,6 +65,7 @@ impl Conn {
                     stream,
                     peer: proxy,
                     buf: BytesMut::with_capacity(8192),
+                    framer: StreamFramer::new(DEFAULT_MAX_MESSAGE_LEN),
                 })
             }
         }
@@ -136,8 +138,13 @@ impl Conn {
                     Err(e) => tracing::debug!(%src, error = %e, "dropping unparseable datagram"),
                 }
             },
-            Conn::Tcp { stream, buf, peer } => loop {
-                match decode(buf, DEFAULT_MAX_MESSAGE_LEN)? {
+            Conn::Tcp {
+                stream,
+                buf,
+                peer,
+                framer,
+            } => loop {
+                match framer.decode(buf)? {
                     Some(Frame::Message(bytes)) => match SipMessage::try_from(&bytes[..]) {
                         Ok(msg) => return Ok(Incoming { msg, src: *peer }),
                         Err(e) => tracing::debug!(error = %e, "dropping unparseable message"),

@@ -16,7 +16,7 @@ use rsipstack::sip::{Method, Request, Response, SipMessage};
 use tokio::time::{sleep_until, Instant};
 
 use super::message::{
-    build_request, build_response, cseq_of, header_param, header_value, header_values, host_port,
+    build_request, build_response, cseq_of, header_param, header_value, header_values,
     in_dialog_routing, new_branch, random_hex, record_route, status_line, top_via_branch, uri_of,
     RequestSpec,
 };
@@ -177,7 +177,7 @@ impl<'o, 'w> Uac<'o, 'w> {
         domain: String,
     ) -> Self {
         let local_tag = random_hex();
-        let hp = host_port(local);
+        let hp = crate::sip::message::format_host_port(local);
         let transport_param = match opts.transport {
             Transport::Udp => "",
             Transport::Tcp => ";transport=tcp",

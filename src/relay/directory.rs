@@ -24,7 +24,12 @@ pub struct Target {
     pub name: String,
     /// Its SIP URI; a URI with a user part also becomes the forwarded Request-URI.
     pub uri: Uri,
+    /// Where requests go: the first address its host resolved to.
     pub addr: SocketAddr,
+    /// Every address its host resolved to (same port): responses are accepted from any of
+    /// them, so an application server behind a name with several addresses may answer from
+    /// whichever one it likes.
+    pub sources: Vec<SocketAddr>,
     pub protocol: Protocol,
 }
 
@@ -95,11 +100,12 @@ async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
         let mut targets = Vec::with_capacity(servers.len());
         for server in servers {
             match resolve(&server.uri).await {
-                Some((uri, addr, protocol)) => targets.push(Target {
+                Some((uri, sources, protocol)) => targets.push(Target {
                     id: server.id,
                     name: server.name,
                     uri,
-                    addr,
+                    addr: sources[0],
+                    sources,
                     protocol,
                 }),
                 None => tracing::warn!(
@@ -116,19 +122,19 @@ async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
     })
 }
 
-/// Resolves a SIP URI to the socket address and transport used to reach it.
-pub async fn resolve(uri: &str) -> Option<(Uri, SocketAddr, Protocol)> {
+/// Resolves a SIP URI to the socket addresses (at least one) and transport used to reach it.
+pub async fn resolve(uri: &str) -> Option<(Uri, Vec<SocketAddr>, Protocol)> {
     let parsed = Uri::try_from(uri).ok()?;
     let protocol = uri_protocol(&parsed);
     let port = parsed.host_with_port.port.map(u16::from).unwrap_or(5060);
-    let addr = match &parsed.host_with_port.host {
-        Host::IpAddr(ip) => SocketAddr::new(*ip, port),
+    let addrs: Vec<SocketAddr> = match &parsed.host_with_port.host {
+        Host::IpAddr(ip) => vec![SocketAddr::new(*ip, port)],
         Host::Domain(domain) => tokio::net::lookup_host((domain.to_string(), port))
             .await
             .ok()?
-            .next()?,
+            .collect(),
     };
-    Some((parsed, addr, protocol))
+    (!addrs.is_empty()).then_some((parsed, addrs, protocol))
 }
 
 /// The transport a URI asks for (`;transport=tcp`), UDP otherwise.

@@ -1,18 +1,27 @@
 //! The relay: a transaction-stateful SIP proxy with a registrar, digest authentication, a
-//! cached service directory and session timing.
+//! cached service directory and session timing. Read it from the wire inwards:
 //!
-//! - [`proxy`]: the core task (RFC 3261 §16) that owns transactions, dialogs and timers.
-//! - [`transaction`]: server transactions, client branches and their timers (§17).
-//! - [`auth`]: digest authentication with stateless nonces and failure throttling.
+//! - [`transaction`]: server and client transactions, retransmissions and their timers
+//!   (RFC 3261 §17); which responses are accepted, from whom.
+//! - [`routing`]: the relay's own identity (Via, Record-Route), branch ids, loop detection,
+//!   Route processing and next hops (§16.4, §16.6).
+//! - [`core`]: the task that owns it all and dispatches each message through §16's steps.
+//! - [`proxy`]: forwarding an initial INVITE to a service's application servers and choosing
+//!   the answer the caller gets (§16.5–§16.7).
+//! - [`dialog`]: established dialogs, the ACK that confirms a session, the BYE that ends it.
+//! - [`auth`]: digest authentication with stateless nonces and failure throttling
+//!   ([`throttle`]).
 //! - [`directory`]: the per-node cache of users and services.
 //! - [`handover`]: the session token and service URL in the answer the caller gets.
 //! - [`registrar`]: REGISTER bindings (§10.3).
-//! - [`throttle`]: counting wrong credentials per source.
 
 pub mod auth;
+pub mod core;
+pub mod dialog;
 pub mod directory;
 pub mod handover;
 pub mod proxy;
 pub mod registrar;
+pub mod routing;
 pub mod throttle;
 pub mod transaction;

@@ -25,7 +25,7 @@ pub async fn register(
 ) -> Response {
     match apply(store, req, user, domain, now_ms).await {
         Ok(bindings) => {
-            let mut resp = msg::response_to(req, 200, Some(to_tag));
+            let mut resp = crate::sip::builders::response_to(req, 200, Some(to_tag));
             for b in bindings {
                 let left = ((b.expires_at - now_ms) / 1000).max(0);
                 let value = format!("<{}>;expires={}", b.contact, left);
@@ -37,7 +37,7 @@ pub async fn register(
             resp
         }
         Err(Refusal { status, extra }) => {
-            let mut resp = msg::response_to(req, status, Some(to_tag));
+            let mut resp = crate::sip::builders::response_to(req, status, Some(to_tag));
             for h in extra {
                 msg::push_header(&mut resp.headers, h);
             }
@@ -83,10 +83,11 @@ async fn apply(
         .headers
         .iter()
         .filter_map(|h| match h {
-            Header::Contact(c) => Some(c.value().to_string()),
+            Header::Contact(c) => Some(c.value()),
             _ => None,
         })
-        .flat_map(|v| split_contacts(&v))
+        .flat_map(msg::split_list)
+        .map(str::to_string)
         .collect();
     let db_error = |e| {
         tracing::error!(error = %e, "registrar storage failed");
@@ -145,36 +146,16 @@ fn contact_expires(contact: &str) -> Option<u32> {
     msg::param_value(params, "expires").and_then(|v| v.parse().ok())
 }
 
-fn split_contacts(value: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let (mut start, mut angle, mut quoted) = (0, false, false);
-    for (i, c) in value.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => {
-                out.push(value[start..i].trim().to_string());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(value[start..].trim().to_string());
-    out.retain(|s| !s.is_empty());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn contact_lists_and_expires() {
-        let v = split_contacts("<sip:a@1.2.3.4;x=1>;expires=60, \"B, b\" <sip:b@5.6.7.8>");
+        let v = msg::split_list("<sip:a@1.2.3.4;x=1>;expires=60, \"B, b\" <sip:b@5.6.7.8>");
         assert_eq!(v.len(), 2);
-        assert_eq!(contact_expires(&v[0]), Some(60));
-        assert_eq!(contact_expires(&v[1]), None);
+        assert_eq!(contact_expires(v[0]), Some(60));
+        assert_eq!(contact_expires(v[1]), None);
         assert_eq!(
             normalize_aor("sip:Alice@Portal.com;transport=udp").as_deref(),
             Some("sip:alice@portal.com")

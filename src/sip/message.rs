@@ -5,7 +5,7 @@
 //! `Via: a, b` on one line is split into separate Via headers, and header fields a proxy
 //! reads on every message (tags, CSeq, branch, Max-Forwards) are read without allocating.
 
-use rsipstack::sip::{Header, Headers, Request, Response, SipMessage, StatusCode};
+use rsipstack::sip::{Header, Headers, SipMessage};
 use std::net::SocketAddr;
 
 /// Why bytes are not a SIP message we can handle.
@@ -79,8 +79,8 @@ fn split_via_lists(headers: &mut Headers) {
     for h in old {
         match h {
             Header::Via(v) if v.value().contains(',') => {
-                for part in split_outside_quotes(v.value(), ',') {
-                    headers.push(Header::Via(rsipstack::sip::Via::new(part.trim())));
+                for part in split_list(v.value()) {
+                    headers.push(Header::Via(rsipstack::sip::Via::new(part)));
                 }
             }
             other => headers.push(other),
@@ -88,23 +88,36 @@ fn split_via_lists(headers: &mut Headers) {
     }
 }
 
-fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut angle) = (0, false, false);
-    for (i, c) in s.char_indices() {
+/// Splits a header list on the commas that are outside quotes and angle brackets.
+pub fn split_list(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut in_quotes, mut in_angle, mut escaped) = (false, false, false);
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
         match c {
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            c if c == sep && !quoted && !angle => {
-                parts.push(&s[start..i]);
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '<' if !in_quotes => in_angle = true,
+            '>' if !in_quotes => in_angle = false,
+            ',' if !in_quotes && !in_angle => {
+                let item = value[start..i].trim();
+                if !item.is_empty() {
+                    out.push(item);
+                }
                 start = i + 1;
             }
             _ => {}
         }
     }
-    parts.push(&s[start..]);
-    parts
+    let item = value[start..].trim();
+    if !item.is_empty() {
+        out.push(item);
+    }
+    out
 }
 
 /// The Content-Length header, if present and numeric.
@@ -247,12 +260,16 @@ pub fn host_port(sent_by: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// Adds `received` (when the source IP differs from sent-by) and fills `rport` (RFC 3581).
+/// Writes where a request really came from into its Via (RFC 3261 §18.2.1, RFC 3581 §4):
+/// `received` when the source IP differs from sent-by or the client asked with `rport`, and
+/// `rport=` filled in with the source port when it asked. Any `received`/`rport` value the
+/// client wrote itself is replaced.
 pub fn stamp_via(value: &str, source: SocketAddr) -> String {
     let Some(info) = via_info(value) else {
         return value.to_string();
     };
     let (host, _) = host_port(info.sent_by);
+    let source_ip = source.ip().to_string();
     let mut out = String::with_capacity(value.len() + 32);
     for (i, p) in value.split(';').enumerate() {
         if i > 0 {
@@ -268,10 +285,19 @@ pub fn stamp_via(value: &str, source: SocketAddr) -> String {
         }
         out.push_str(p);
     }
-    if host != source.ip().to_string() {
-        out.push_str(&format!(";received={}", source.ip()));
+    if info.rport || host != source_ip {
+        out.push_str(";received=");
+        out.push_str(&source_ip);
     }
     out
+}
+
+/// `host:port` for a Via, Record-Route or URI, with an IPv6 address in brackets.
+pub fn format_host_port(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
 }
 
 /// Where responses for a request that arrived from `source` with this top Via go
@@ -293,35 +319,11 @@ pub fn response_target(via: &str, source: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// Builds a response to `req` carrying its Via, From, To (with `to_tag` added when the To has
-/// none and the status is above 100), Call-ID and CSeq.
-pub fn response_to(req: &Request, status: u16, to_tag: Option<&str>) -> Response {
-    let mut headers = Headers::default();
-    for h in req.headers.iter() {
-        match h {
-            Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
-                headers.push(h.clone())
-            }
-            Header::To(v) => {
-                let mut value = v.value().to_string();
-                if let Some(tag) = to_tag.filter(|_| status > 100 && tag_of(&value).is_none()) {
-                    value.push_str(";tag=");
-                    value.push_str(tag);
-                }
-                headers.push(Header::To(rsipstack::sip::To::new(value)));
-            }
-            _ => {}
-        }
-    }
-    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::new(
-        "0",
-    )));
-    Response {
-        status_code: StatusCode::from(status),
-        version: rsipstack::sip::Version::V2,
-        headers,
-        body: Vec::new(),
-        wire_reason: None,
+/// Removes the topmost Via (a response on its way upstream, RFC 3261 §16.7 step 3).
+pub fn pop_top_via(headers: &mut Headers) {
+    let top = headers.iter().position(|h| matches!(h, Header::Via(_)));
+    if let Some(i) = top {
+        headers.0.remove(i);
     }
 }
 
@@ -357,6 +359,7 @@ pub fn set_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rsipstack::sip::Request;
 
     const INVITE: &str = "INVITE sip:service1@portal.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.2:5080;branch=z9hG4bK2\r\n\
@@ -431,6 +434,21 @@ Content-Length: 4\r\n\r\nwine";
             v,
             "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport=40000;received=192.0.2.7"
         );
+        // rport asks for received even when the address matches (RFC 3581 §4).
+        let same: SocketAddr = "10.0.0.1:5070".parse().unwrap();
+        assert_eq!(
+            stamp_via("SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bK1", same),
+            "SIP/2.0/UDP 10.0.0.1:5070;rport=5070;branch=z9hG4bK1;received=10.0.0.1"
+        );
+        // Without rport, received only when the address differs.
+        assert_eq!(
+            stamp_via("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1", same),
+            "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1"
+        );
+        assert_eq!(
+            format_host_port("[::1]:5060".parse().unwrap()),
+            "[::1]:5060"
+        );
         assert_eq!(response_target("SIP/2.0/UDP 10.0.0.1:5070;rport", src), src);
         assert_eq!(
             response_target("SIP/2.0/UDP 10.0.0.1:5070;branch=x", src),
@@ -438,21 +456,5 @@ Content-Length: 4\r\n\r\nwine";
         );
         assert_eq!(host_port("[::1]:5060"), ("::1", Some(5060)));
         assert_eq!(host_port("example.com"), ("example.com", None));
-    }
-
-    #[test]
-    fn response_copies_dialog_headers_and_adds_to_tag() {
-        let r = request(INVITE);
-        let resp = response_to(&r, 404, Some("t1"));
-        let text = String::from_utf8(resp.to_bytes()).unwrap();
-        assert!(text.starts_with("SIP/2.0 404 Not Found\r\n"), "{text}");
-        assert!(
-            text.contains("To: <sip:service1@portal.com>;tag=t1"),
-            "{text}"
-        );
-        assert!(text.contains("CSeq: 7 INVITE"));
-        assert!(text.contains("Content-Length: 0"));
-        let trying = String::from_utf8(response_to(&r, 100, Some("t1")).to_bytes()).unwrap();
-        assert!(!trying.contains("tag=t1"));
     }
 }

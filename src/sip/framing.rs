@@ -5,8 +5,10 @@
 //! messages a peer may send RFC 5626 §4.4.1 keep-alives: a double CRLF "ping" (answer with
 //! a single CRLF "pong") and single CRLF "pongs" (ignored).
 //!
-//! [`decode`] is free of I/O: feed it the bytes read so far; it takes one frame off the
-//! front of the buffer when a whole one is there.
+//! [`StreamFramer`] is free of I/O: feed it the bytes read so far; it takes one frame off the
+//! front of the buffer when a whole one is there, and remembers how far it has already looked
+//! for the end of the header section, so a message arriving in many small reads is scanned
+//! once, not once per read. The relay's TCP transport and `tollgate call` share it.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -36,8 +38,39 @@ pub enum FramingError {
     ConflictingContentLength,
 }
 
-/// Takes the next frame off the front of `buf`, or `Ok(None)` if more bytes are needed.
-pub fn decode(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, FramingError> {
+/// Frames one stream. Keep one per connection, beside its read buffer.
+#[derive(Debug, Clone)]
+pub struct StreamFramer {
+    max_len: usize,
+    /// Bytes at the front of the buffer already searched for `CRLF CRLF` without success.
+    scanned: usize,
+}
+
+impl StreamFramer {
+    /// A framer that refuses messages longer than `max_len` bytes.
+    pub fn new(max_len: usize) -> StreamFramer {
+        StreamFramer {
+            max_len,
+            scanned: 0,
+        }
+    }
+
+    /// Takes the next frame off the front of `buf`, or `Ok(None)` if more bytes are needed.
+    /// `buf` must only grow at its end between calls (as `read_buf` does).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FramingError> {
+        let frame = decode_from(buf, self.max_len, &mut self.scanned)?;
+        if frame.is_some() {
+            self.scanned = 0;
+        }
+        Ok(frame)
+    }
+}
+
+fn decode_from(
+    buf: &mut BytesMut,
+    max_len: usize,
+    scanned: &mut usize,
+) -> Result<Option<Frame>, FramingError> {
     loop {
         if buf.starts_with(b"\r\n\r\n") {
             buf.advance(4);
@@ -50,16 +83,21 @@ pub fn decode(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, Frami
             }
             // A pong (or stray CRLF) before a message.
             buf.advance(2);
+            *scanned = scanned.saturating_sub(2);
             continue;
         }
         break;
     }
-    let Some(head_len) = find_double_crlf(buf) else {
+    // Resume three bytes early: a CRLF CRLF may straddle the previous read's end.
+    let from = scanned.saturating_sub(3);
+    let Some(head_len) = find_double_crlf(&buf[from..]).map(|i| i + from) else {
         if buf.len() > max_len {
             return Err(FramingError::TooLong(max_len));
         }
+        *scanned = buf.len();
         return Ok(None);
     };
+    *scanned = head_len;
     let header_end = head_len + 4;
     let body_len = content_length(&buf[..head_len])?;
     let total = header_end
@@ -115,6 +153,11 @@ fn content_length(head: &[u8]) -> Result<usize, FramingError> {
 mod tests {
     use super::*;
 
+    /// One frame with a fresh framer: no memory of earlier calls.
+    fn decode(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, FramingError> {
+        StreamFramer::new(max_len).decode(buf)
+    }
+
     const MSG: &[u8] = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP x;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello";
 
     #[test]
@@ -164,6 +207,29 @@ mod tests {
         assert_eq!(
             decode(&mut buf, 1024).unwrap(),
             Some(Frame::Message(Bytes::from_static(m)))
+        );
+    }
+
+    #[test]
+    fn a_framer_resumes_its_scan_across_reads() {
+        let mut framer = StreamFramer::new(1024);
+        let mut buf = BytesMut::new();
+        for chunk in MSG.chunks(7) {
+            assert_eq!(framer.decode(&mut buf).unwrap(), None);
+            buf.extend_from_slice(chunk);
+        }
+        assert_eq!(
+            framer.decode(&mut buf).unwrap(),
+            Some(Frame::Message(Bytes::from_static(MSG)))
+        );
+        // The CRLF CRLF split across two reads is still found.
+        let (head, tail) = MSG.split_at(MSG.len() - 6);
+        buf.extend_from_slice(head);
+        assert_eq!(framer.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(tail);
+        assert_eq!(
+            framer.decode(&mut buf).unwrap(),
+            Some(Frame::Message(Bytes::from_static(MSG)))
         );
     }
 
