@@ -1,13 +1,17 @@
-//! A SIP peer on a plain UDP socket, for what sipp cannot do: send garbage, truncated or
-//! byte-identical retransmitted messages, or play an application server that records exactly
-//! what reaches it.
+//! A SIP peer on a plain UDP socket or TCP connection, for what sipp cannot do: send garbage,
+//! truncated or byte-identical retransmitted messages, forge answers, or play an application
+//! server that records exactly what reaches it.
 //!
 //! Messages are handled as text; the helpers read the few header fields the tests check.
 
+use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Mutex;
 use tollgate::sip::digest;
+use tollgate::sip::framing::{Frame, StreamFramer};
 
 /// The demo user's address-of-record.
 pub const ALICE: &str = "sip:alice@portal.com";
@@ -63,9 +67,142 @@ impl RawUdp {
         self.recv().await.0
     }
 
-    /// The `Via` header a request sent from this socket carries.
-    pub fn via(&self, branch: &str) -> String {
-        format!("Via: SIP/2.0/UDP {};branch={branch};rport", self.addr)
+    /// Whether a datagram is waiting right now (never waits).
+    pub fn has_pending(&self) -> bool {
+        let mut buf = [0u8; 1];
+        self.socket.try_peek_from(&mut buf).is_ok()
+    }
+}
+
+/// A SIP peer the helpers below can speak through: a UDP socket or a TCP connection.
+pub trait Peer {
+    /// Our address as written into Via and Contact.
+    fn local(&self) -> SocketAddr;
+    /// `UDP` or `TCP`.
+    fn transport(&self) -> &'static str;
+    async fn send_to(&self, bytes: impl AsRef<[u8]>, dest: SocketAddr);
+    /// The next message and who sent it; panics when none arrives within `limit`.
+    async fn recv_within(&self, limit: Duration) -> (String, SocketAddr);
+
+    /// The `Via` header a request sent from this peer carries.
+    fn via(&self, branch: &str) -> String {
+        format!(
+            "Via: SIP/2.0/{} {};branch={branch};rport",
+            self.transport(),
+            self.local()
+        )
+    }
+}
+
+impl Peer for RawUdp {
+    fn local(&self) -> SocketAddr {
+        self.addr
+    }
+    fn transport(&self) -> &'static str {
+        "UDP"
+    }
+    async fn send_to(&self, bytes: impl AsRef<[u8]>, dest: SocketAddr) {
+        RawUdp::send_to(self, bytes, dest).await
+    }
+    async fn recv_within(&self, limit: Duration) -> (String, SocketAddr) {
+        RawUdp::recv_within(self, limit).await
+    }
+}
+
+/// One TCP connection, opened to the relay ([`RawTcp::connect`]) or accepted from it
+/// ([`RawTcp::listen`], for an application server the relay connects to).
+pub struct RawTcp {
+    listener: Option<TcpListener>,
+    local: SocketAddr,
+    conn: Mutex<Option<(TcpStream, SocketAddr, BytesMut, StreamFramer)>>,
+}
+
+impl RawTcp {
+    pub async fn connect(relay: SocketAddr) -> RawTcp {
+        let stream = TcpStream::connect(relay).await.expect("connect");
+        let local = stream.local_addr().unwrap();
+        RawTcp {
+            listener: None,
+            local,
+            conn: Mutex::new(Some((
+                stream,
+                relay,
+                BytesMut::new(),
+                StreamFramer::new(1 << 16),
+            ))),
+        }
+    }
+
+    /// Listens on 127.0.0.1; the first connection made to it is the one used.
+    pub async fn listen() -> RawTcp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let local = listener.local_addr().unwrap();
+        RawTcp {
+            listener: Some(listener),
+            local,
+            conn: Mutex::new(None),
+        }
+    }
+
+    async fn ensure(&self, limit: Duration) {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            let listener = self.listener.as_ref().expect("a listening peer");
+            let (stream, peer) = tokio::time::timeout(limit, listener.accept())
+                .await
+                .expect("no connection within the limit")
+                .expect("accept");
+            *conn = Some((stream, peer, BytesMut::new(), StreamFramer::new(1 << 16)));
+        }
+    }
+
+    /// Sends raw bytes down the connection (a CRLF keep-alive, say).
+    pub async fn send_raw(&self, bytes: &[u8]) {
+        self.ensure(WAIT).await;
+        let mut conn = self.conn.lock().await;
+        let (stream, ..) = conn.as_mut().unwrap();
+        stream.write_all(bytes).await.expect("TCP send");
+    }
+
+    /// Reads exactly `n` raw bytes (a CRLF pong, say).
+    pub async fn recv_raw(&self, n: usize) -> Vec<u8> {
+        let mut conn = self.conn.lock().await;
+        let (stream, _, buf, _) = conn.as_mut().expect("connected");
+        while buf.len() < n {
+            let read = tokio::time::timeout(WAIT, stream.read_buf(buf))
+                .await
+                .expect("bytes within the limit")
+                .expect("TCP read");
+            assert_ne!(read, 0, "connection closed");
+        }
+        buf.split_to(n).to_vec()
+    }
+}
+
+impl Peer for RawTcp {
+    fn local(&self) -> SocketAddr {
+        self.local
+    }
+    fn transport(&self) -> &'static str {
+        "TCP"
+    }
+    async fn send_to(&self, bytes: impl AsRef<[u8]>, _dest: SocketAddr) {
+        self.send_raw(bytes.as_ref()).await
+    }
+    async fn recv_within(&self, limit: Duration) -> (String, SocketAddr) {
+        self.ensure(limit).await;
+        let mut conn = self.conn.lock().await;
+        let (stream, peer, buf, framer) = conn.as_mut().unwrap();
+        loop {
+            if let Some(Frame::Message(m)) = framer.decode(buf).expect("framable") {
+                return (String::from_utf8_lossy(&m).into_owned(), *peer);
+            }
+            let read = tokio::time::timeout(limit, stream.read_buf(buf))
+                .await
+                .unwrap_or_else(|_| panic!("nothing reached {} within {limit:?}", self.local))
+                .expect("TCP read");
+            assert_ne!(read, 0, "connection closed");
+        }
     }
 }
 
@@ -157,7 +294,7 @@ pub fn response(req: &str, status_line: &str, to_tag: &str, extra: &[String]) ->
 
 /// An INVITE for service1 from alice, sent from `peer`.
 pub fn invite(
-    peer: &RawUdp,
+    peer: &impl Peer,
     branch: &str,
     from_tag: &str,
     call_id: &str,
@@ -170,7 +307,11 @@ pub fn invite(
         "To: <sip:service1@portal.com>".to_string(),
         format!("Call-ID: {call_id}"),
         format!("CSeq: {cseq} INVITE"),
-        format!("Contact: <sip:alice@{}>", peer.addr),
+        format!(
+            "Contact: <sip:alice@{};transport={}>",
+            peer.local(),
+            peer.transport().to_ascii_lowercase()
+        ),
         "Max-Forwards: 70".to_string(),
         "Content-Type: application/json".to_string(),
     ];
@@ -204,13 +345,13 @@ pub fn ack_for(invite: &str, resp: &str) -> String {
 pub const LIMIT: Duration = Duration::from_secs(600);
 
 /// Sends an INVITE, answers the 407 and sends the authenticated INVITE; returns it.
-pub async fn authenticated_invite(client: &RawUdp, relay: SocketAddr) -> String {
+pub async fn authenticated_invite(client: &impl Peer, relay: SocketAddr) -> String {
     authenticated_invite_with(client, relay, &token(), &token(), &[]).await
 }
 
 /// Like [`authenticated_invite`], with the dialog identifiers and extra headers given.
 pub async fn authenticated_invite_with(
-    client: &RawUdp,
+    client: &impl Peer,
     relay: SocketAddr,
     call_id: &str,
     from_tag: &str,
@@ -244,7 +385,7 @@ pub async fn authenticated_invite_with(
 }
 
 /// The next message that is not a 100 Trying.
-pub async fn next_non_trying(peer: &RawUdp) -> String {
+pub async fn next_non_trying(peer: &impl Peer) -> String {
     loop {
         let msg = peer.recv_within(LIMIT).await.0;
         if status(&msg) != Some(100) {
@@ -256,7 +397,7 @@ pub async fn next_non_trying(peer: &RawUdp) -> String {
 /// Starts a relay on real time (opening the database pool takes real time), then pauses the
 /// clock for the rest of the test.
 /// Sends an OPTIONS to the relay itself and returns its Call-ID.
-pub async fn options_marker(client: &RawUdp, relay: SocketAddr) -> String {
+pub async fn options_marker(client: &impl Peer, relay: SocketAddr) -> String {
     let marker = token();
     let options = message(
         &format!("OPTIONS sip:{relay} SIP/2.0"),

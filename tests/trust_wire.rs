@@ -1,0 +1,475 @@
+//! The relay trusts only what it asked for (issue "trust the wire", sections 1 and 3), on a
+//! real relay and real sockets, UDP and TCP:
+//!
+//! - an answer forged from another address for a live branch is dropped and the caller gets
+//!   the real one; a response whose top Via is not ours is dropped and reflected nowhere;
+//! - a retransmitted 2xx carries the same hand-over (URL and token) as the first;
+//! - a 2xx that comes after the relay gave up on its branch is relayed while the caller can
+//!   take it, else ACKed and ended with a BYE by the relay;
+//! - `received`/`rport` reach the application server in the client's Via;
+//! - a TCP client gets its responses and the application server's BYE down its own
+//!   connection, and a CRLF ping gets a pong;
+//! - requests in an early dialog (PRACK, UPDATE) pass.
+
+mod common;
+
+use common::raw::{self, Peer, RawTcp, RawUdp, LIMIT};
+use common::relay::{start_relay, Seed, TestRelay};
+use std::net::SocketAddr;
+use tollgate::store::{SessionFilter, SessionRecord, SessionState};
+
+/// The JSON body of a shop's 200: where its service lives.
+const SHOP_BODY: &str = "{\"url\":\"https://shop.example/wine\"}";
+
+fn uas_uri(app: &impl Peer) -> String {
+    match app.transport() {
+        "TCP" => format!("sip:{};transport=tcp", app.local()),
+        _ => format!("sip:{}", app.local()),
+    }
+}
+
+/// A 200 from the application server (or a forger) to the INVITE `inv`, with the shop URL.
+fn ok_200(inv: &str, to_tag: &str, contact: SocketAddr, transport: &str) -> String {
+    let mut lines: Vec<String> = raw::headers(inv, "Via")
+        .into_iter()
+        .map(|v| format!("Via: {v}"))
+        .collect();
+    for rr in raw::headers(inv, "Record-Route") {
+        lines.push(format!("Record-Route: {rr}"));
+    }
+    lines.push(format!("From: {}", raw::header(inv, "From").unwrap()));
+    lines.push(format!(
+        "To: {};tag={to_tag}",
+        raw::header(inv, "To").unwrap()
+    ));
+    lines.push(format!("Call-ID: {}", raw::header(inv, "Call-ID").unwrap()));
+    lines.push(format!("CSeq: {}", raw::header(inv, "CSeq").unwrap()));
+    lines.push(format!(
+        "Contact: <sip:shop@{contact};transport={}>",
+        transport.to_ascii_lowercase()
+    ));
+    lines.push("Content-Type: application/json".into());
+    raw::message("SIP/2.0 200 OK", &lines, SHOP_BODY)
+}
+
+/// A request the caller sends inside the dialog `answer` (a 1xx or 2xx) set up: to its
+/// Contact, along the Record-Route set reversed.
+fn in_dialog(peer: &impl Peer, method: &str, invite: &str, answer: &str, cseq: u32) -> String {
+    let target = raw::header(answer, "Contact")
+        .map(|c| {
+            c.trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .unwrap();
+    let mut lines = vec![peer.via(&raw::branch())];
+    let mut routes: Vec<&str> = raw::headers(answer, "Record-Route");
+    routes.reverse();
+    for r in routes {
+        lines.push(format!("Route: {r}"));
+    }
+    lines.push(format!("From: {}", raw::header(invite, "From").unwrap()));
+    lines.push(format!("To: {}", raw::header(answer, "To").unwrap()));
+    lines.push(format!(
+        "Call-ID: {}",
+        raw::header(invite, "Call-ID").unwrap()
+    ));
+    lines.push(format!("CSeq: {cseq} {method}"));
+    lines.push("Max-Forwards: 70".into());
+    raw::message(&format!("{method} {target} SIP/2.0"), &lines, "")
+}
+
+/// The next message at `peer` that is not a 100 Trying, skipping anything `skip` accepts.
+async fn next_where(peer: &impl Peer, want: impl Fn(&str) -> bool) -> String {
+    loop {
+        let msg = peer.recv_within(LIMIT).await.0;
+        if want(&msg) {
+            return msg;
+        }
+    }
+}
+
+/// Waits until the relay has handled everything `peer` sent before: the core handles
+/// messages in order, so once the answer to an OPTIONS sent now is back, the earlier ones are
+/// done.
+async fn barrier(peer: &impl Peer, relay: SocketAddr) {
+    let marker = raw::options_marker(peer, relay).await;
+    next_where(peer, |m| raw::header(m, "Call-ID") == Some(marker.as_str())).await;
+}
+
+fn dropped(relay: &TestRelay, reason: &str) -> u64 {
+    let text = relay.relay.metrics.render();
+    let prefix = format!("tollgate_sip_responses_dropped_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
+}
+
+async fn sessions(relay: TestRelay) -> Vec<SessionRecord> {
+    let TestRelay { relay, store, dir } = relay;
+    relay.shutdown().await;
+    let rows = store
+        .list_sessions(SessionFilter {
+            state: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    drop(dir);
+    rows
+}
+
+// ------------------------------------------------------------------------ forged answers
+
+async fn forged_200_is_dropped_and_the_real_answer_reaches_the_caller(app: impl Peer) {
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    let client = RawUdp::bind().await;
+    raw::authenticated_invite(&client, relay.udp()).await;
+    let (inv, _) = app.recv_within(LIMIT).await;
+    assert_eq!(raw::method(&inv), Some("INVITE"), "{inv}");
+
+    // The client's Via as the app server sees it carries where the request really came from.
+    let client_via = raw::headers(&inv, "Via")[1];
+    assert!(
+        client_via.contains(&format!("rport={}", client.addr.port()))
+            && client_via.contains("received=127.0.0.1"),
+        "{client_via}"
+    );
+
+    // Someone else answers 200 for the live branch, over the app server's transport.
+    let forged = ok_200(&inv, "forged", client.addr, app.transport());
+    if app.transport() == "TCP" {
+        let forger = RawTcp::connect(relay.tcp()).await;
+        forger.send_to(&forged, relay.tcp()).await;
+        barrier(&forger, relay.tcp()).await;
+    } else {
+        let forger = RawUdp::bind().await;
+        forger.send_to(&forged, relay.udp()).await;
+        barrier(&forger, relay.udp()).await;
+    }
+    assert_eq!(dropped(&relay, "wrong_source"), 1);
+
+    // The real answer is the one the caller gets.
+    let busy = raw::response(&inv, "486 Busy Here", "real", &[]);
+    app.send_to(&busy, relay.udp()).await;
+    let answer = raw::next_non_trying(&client).await;
+    assert_eq!(raw::status(&answer), Some(486), "{answer}");
+    assert!(answer.contains("tag=real"), "{answer}");
+    let rows = sessions(relay).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, SessionState::Failed);
+    assert_eq!(rows[0].final_status, Some(486));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_forged_from_another_address_is_dropped_over_udp() {
+    forged_200_is_dropped_and_the_real_answer_reaches_the_caller(RawUdp::bind().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_forged_from_another_connection_is_dropped_over_tcp() {
+    forged_200_is_dropped_and_the_real_answer_reaches_the_caller(RawTcp::listen().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_whose_top_via_is_not_ours_is_reflected_nowhere() {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    let victim = RawUdp::bind().await;
+    let forger = RawUdp::bind().await;
+    let stray = raw::message(
+        "SIP/2.0 200 OK",
+        &[
+            format!("Via: SIP/2.0/UDP {};branch={}", victim.addr, raw::branch()),
+            format!("Via: SIP/2.0/UDP {};branch={}", victim.addr, raw::branch()),
+            "From: <sip:a@portal.com>;tag=x".into(),
+            "To: <sip:b@portal.com>;tag=y".into(),
+            format!("Call-ID: {}", raw::token()),
+            "CSeq: 1 INVITE".into(),
+        ],
+        "",
+    );
+    forger.send_to(&stray, relay.udp()).await;
+    // A response naming the relay's own address but a branch it never made.
+    let guessed = stray.replacen(
+        &format!("Via: SIP/2.0/UDP {}", victim.addr),
+        &format!("Via: SIP/2.0/UDP {}", relay.udp()),
+        1,
+    );
+    forger.send_to(&guessed, relay.udp()).await;
+    barrier(&forger, relay.udp()).await;
+    assert!(
+        !victim.has_pending(),
+        "nothing reached the address the Via named"
+    );
+    assert!(!app.has_pending(), "nothing reached the app server either");
+    assert_eq!(dropped(&relay, "foreign_via"), 1);
+    assert_eq!(dropped(&relay, "unknown_branch"), 1);
+    relay.relay.shutdown().await;
+}
+
+// ------------------------------------------------------------------------ the 2xx hand-over
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmitted_200_carries_the_url_and_token_like_the_first() {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    let client = RawUdp::bind().await;
+    raw::authenticated_invite(&client, relay.udp()).await;
+    let (inv, relay_addr) = app.recv_within(LIMIT).await;
+    let ok = ok_200(&inv, "shop", app.addr, "UDP");
+    app.send_to(&ok, relay_addr).await;
+    let first = raw::next_non_trying(&client).await;
+    app.send_to(&ok, relay_addr).await;
+    let again = raw::next_non_trying(&client).await;
+    for answer in [&first, &again] {
+        assert_eq!(raw::status(answer), Some(200), "{answer}");
+        let body: serde_json::Value =
+            serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["url"], "https://shop.example/wine");
+        assert!(
+            body["token"].as_str().is_some_and(|t| t.len() > 100),
+            "{body}"
+        );
+        assert!(raw::header(answer, "Tollgate-Session-Token").is_some());
+    }
+    assert_eq!(
+        raw::header(&first, "Tollgate-Session-Token"),
+        raw::header(&again, "Tollgate-Session-Token")
+    );
+    relay.relay.shutdown().await;
+}
+
+// ------------------------------------------------------------------------ late answers
+
+#[tokio::test]
+async fn a_2xx_after_timer_c_is_acked_and_ended_by_the_relay() {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    tokio::time::pause();
+    let client = RawUdp::bind().await;
+    raw::authenticated_invite(&client, relay.udp()).await;
+    let (inv, relay_addr) = app.recv_within(LIMIT).await;
+    app.send_to(raw::response(&inv, "180 Ringing", "shop", &[]), relay_addr)
+        .await;
+    // Timer C: the relay CANCELs the branch and answers the caller 408.
+    let cancel = next_where(&app, |m| raw::method(m) == Some("CANCEL")).await;
+    app.send_to(raw::response(&cancel, "200 OK", "shop", &[]), relay_addr)
+        .await;
+    let answer = next_where(&client, |m| raw::status(m).is_some_and(|s| s >= 200)).await;
+    assert_eq!(raw::status(&answer), Some(408), "{answer}");
+
+    // The shop answers 200 anyway: the caller has its answer, so the relay takes the 200
+    // and hangs up.
+    app.send_to(ok_200(&inv, "shop", app.addr, "UDP"), relay_addr)
+        .await;
+    let ack = app.recv_within(LIMIT).await.0;
+    assert_eq!(raw::method(&ack), Some("ACK"), "{ack}");
+    assert!(
+        ack.starts_with(&format!("ACK sip:shop@{}", app.addr)),
+        "{ack}"
+    );
+    let bye = app.recv_within(LIMIT).await.0;
+    assert_eq!(raw::method(&bye), Some("BYE"), "{bye}");
+    assert!(raw::header(&bye, "To").unwrap().contains("tag=shop"));
+    app.send_to(raw::response(&bye, "200 OK", "shop", &[]), relay_addr)
+        .await;
+    // Nothing of this reaches the caller.
+    barrier(&client, relay.udp()).await;
+    let rows = sessions(relay).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, SessionState::Failed);
+    assert_eq!(rows[0].final_status, Some(408));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_racing_the_callers_cancel_is_relayed_and_becomes_a_session() {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    let client = RawUdp::bind().await;
+    let invite = raw::authenticated_invite(&client, relay.udp()).await;
+    let (inv, relay_addr) = app.recv_within(LIMIT).await;
+    app.send_to(raw::response(&inv, "180 Ringing", "shop", &[]), relay_addr)
+        .await;
+    let ringing = raw::next_non_trying(&client).await;
+    assert_eq!(raw::status(&ringing), Some(180));
+
+    // The caller CANCELs; the shop's 200 crosses the relay's CANCEL.
+    let cancel = raw::message(
+        "CANCEL sip:service1@portal.com SIP/2.0",
+        &[
+            format!("Via: {}", raw::header(&invite, "Via").unwrap()),
+            format!("From: {}", raw::header(&invite, "From").unwrap()),
+            "To: <sip:service1@portal.com>".into(),
+            format!("Call-ID: {}", raw::header(&invite, "Call-ID").unwrap()),
+            "CSeq: 2 CANCEL".into(),
+            "Max-Forwards: 70".into(),
+        ],
+        "",
+    );
+    client.send_to(&cancel, relay.udp()).await;
+    let relayed_cancel = next_where(&app, |m| raw::method(m) == Some("CANCEL")).await;
+    app.send_to(ok_200(&inv, "shop", app.addr, "UDP"), relay_addr)
+        .await;
+    app.send_to(
+        raw::response(
+            &relayed_cancel,
+            "481 Call/Transaction Does Not Exist",
+            "shop",
+            &[],
+        ),
+        relay_addr,
+    )
+    .await;
+
+    // Every 2xx is forwarded (RFC 3261 §16.7): the caller gets it, ACKs it and hangs up.
+    let ok = next_where(&client, |m| {
+        raw::status(m) == Some(200) && raw::header(m, "CSeq") == Some("2 INVITE")
+    })
+    .await;
+    client
+        .send_to(in_dialog(&client, "ACK", &invite, &ok, 2), relay.udp())
+        .await;
+    let ack = next_where(&app, |m| raw::method(m) == Some("ACK")).await;
+    assert!(raw::header(&ack, "To").unwrap().contains("tag=shop"));
+    client
+        .send_to(in_dialog(&client, "BYE", &invite, &ok, 3), relay.udp())
+        .await;
+    let bye = next_where(&app, |m| raw::method(m) == Some("BYE")).await;
+    app.send_to(raw::response(&bye, "200 OK", "shop", &[]), relay_addr)
+        .await;
+    let done = next_where(&client, |m| raw::header(m, "CSeq") == Some("3 BYE")).await;
+    assert_eq!(raw::status(&done), Some(200));
+    let rows = sessions(relay).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, SessionState::Terminated, "{:?}", rows[0]);
+}
+
+// ------------------------------------------------------------------------ TCP clients
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_client_gets_answers_and_the_shops_bye_down_its_own_connection() {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    let client = RawTcp::connect(relay.tcp()).await;
+    // An RFC 5626 keep-alive ping is answered with a pong.
+    client.send_raw(b"\r\n\r\n").await;
+    assert_eq!(client.recv_raw(2).await, b"\r\n");
+
+    let invite = raw::authenticated_invite(&client, relay.tcp()).await;
+    let (inv, relay_addr) = app.recv_within(LIMIT).await;
+    app.send_to(ok_200(&inv, "shop", app.addr, "UDP"), relay_addr)
+        .await;
+    let ok = raw::next_non_trying(&client).await;
+    assert_eq!(raw::status(&ok), Some(200), "{ok}");
+    client
+        .send_to(in_dialog(&client, "ACK", &invite, &ok, 2), relay.tcp())
+        .await;
+    next_where(&app, |m| raw::method(m) == Some("ACK")).await;
+
+    // The shop hangs up. The client's Contact names its connection's port, where nothing
+    // listens: the BYE can only reach it down the connection it opened.
+    let bye = raw::message(
+        &format!("BYE sip:alice@{};transport=tcp SIP/2.0", client.local()),
+        &[
+            format!("Via: SIP/2.0/UDP {};branch={}", app.addr, raw::branch()),
+            format!("Route: {}", raw::header(&inv, "Record-Route").unwrap()),
+            format!("From: {};tag=shop", raw::header(&inv, "To").unwrap()),
+            format!("To: {}", raw::header(&inv, "From").unwrap()),
+            format!("Call-ID: {}", raw::header(&inv, "Call-ID").unwrap()),
+            "CSeq: 1 BYE".into(),
+            "Max-Forwards: 70".into(),
+        ],
+        "",
+    );
+    app.send_to(&bye, relay_addr).await;
+    let got = next_where(&client, |m| raw::method(m) == Some("BYE")).await;
+    client
+        .send_to(raw::response(&got, "200 OK", "x", &[]), relay.tcp())
+        .await;
+    let ok = next_where(&app, |m| raw::status(m) == Some(200)).await;
+    assert_eq!(raw::header(&ok, "CSeq"), Some("1 BYE"));
+    let rows = sessions(relay).await;
+    assert_eq!(rows[0].state, SessionState::Terminated);
+}
+
+// ------------------------------------------------------------------------ early dialogs
+
+async fn prack_and_update_pass_in_the_early_dialog(app: impl Peer) {
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    let client = RawUdp::bind().await;
+    let invite = raw::authenticated_invite(&client, relay.udp()).await;
+    let (inv, relay_addr) = app.recv_within(LIMIT).await;
+    let mut progress_headers: Vec<String> = raw::headers(&inv, "Record-Route")
+        .into_iter()
+        .map(|r| format!("Record-Route: {r}"))
+        .collect();
+    progress_headers.extend([
+        format!(
+            "Contact: <sip:shop@{};transport={}>",
+            app.local(),
+            app.transport().to_ascii_lowercase()
+        ),
+        "Require: 100rel".into(),
+        "RSeq: 1".into(),
+    ]);
+    app.send_to(
+        raw::response(&inv, "183 Session Progress", "shop", &progress_headers),
+        relay_addr,
+    )
+    .await;
+    let progress = raw::next_non_trying(&client).await;
+    assert_eq!(raw::status(&progress), Some(183), "{progress}");
+
+    for (method, cseq) in [("PRACK", 3), ("UPDATE", 4)] {
+        client
+            .send_to(
+                in_dialog(&client, method, &invite, &progress, cseq),
+                relay.udp(),
+            )
+            .await;
+        let got = next_where(&app, |m| raw::method(m) == Some(method)).await;
+        app.send_to(raw::response(&got, "200 OK", "shop", &[]), relay_addr)
+            .await;
+        let answer = next_where(&client, |m| {
+            raw::header(m, "CSeq") == Some(format!("{cseq} {method}").as_str())
+        })
+        .await;
+        assert_eq!(raw::status(&answer), Some(200), "{method}: {answer}");
+    }
+    relay.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prack_and_an_early_update_pass_over_udp() {
+    prack_and_update_pass_in_the_early_dialog(RawUdp::bind().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prack_and_an_early_update_pass_over_tcp() {
+    prack_and_update_pass_in_the_early_dialog(RawTcp::listen().await).await;
+}
