@@ -11,10 +11,11 @@ use crate::relay::core::{Core, CoreParts, CoreSettings};
 use crate::relay::directory::DirectoryCache;
 use crate::relay::routing::{branch_safe, LocalIdentity};
 use crate::sip::digest::Algorithm;
-use crate::sip::transport::{StreamLimits, Transports};
+use crate::sip::transport::{StreamLimits, TlsAcceptor, Transports};
 use crate::store::{SessionWriter, Store, StoreError};
 use crate::tokens::{TokenConfig, TokenError, TokenIssuer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -111,7 +112,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         max_connections: config.sip.tcp_max_connections,
         idle: Duration::from_secs(config.sip.tcp_idle_secs.max(1)),
     };
-    let transports = Transports::bind(&config.sip.listen, limits, inbound_tx)
+    let tls = tls_acceptor(config)?;
+    let transports = Transports::bind(&config.sip.listen, limits, tls, inbound_tx)
         .await
         .map_err(|source| AppError::Bind {
             what: "SIP listeners".into(),
@@ -216,6 +218,30 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     })
 }
 
+/// The TLS acceptor for `wss:` listeners, from `[sip] tls_cert` and `tls_key` (PEM).
+fn tls_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, AppError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&config.sip.tls_cert, &config.sip.tls_key) else {
+        return Ok(None);
+    };
+    let bad =
+        |what: &str, e: &dyn std::fmt::Display| AppError::Config(format!("[sip] {what}: {e}"));
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad("tls_cert", &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("tls_key", &e))?;
+    let server = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad("tls", &e))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| bad("tls_cert", &e))?;
+    Ok(Some(TlsAcceptor::from(Arc::new(server))))
+}
+
 /// Picks up key rotations made by another process or node (and drops expired retired keys
 /// from the published set) once a minute.
 fn spawn_key_reload(tokens: TokenIssuer, store: Store, clock: SharedClock) -> JoinHandle<()> {
@@ -254,8 +280,10 @@ fn local_identity(config: &Config, bound: &[Listen]) -> LocalIdentity {
     }
     LocalIdentity {
         host,
-        udp_port: port(Protocol::Udp),
-        tcp_port: port(Protocol::Tcp),
+        ports: [Protocol::Udp, Protocol::Tcp, Protocol::Ws, Protocol::Wss]
+            .into_iter()
+            .filter_map(|p| Some((p, port(p)?)))
+            .collect(),
         hosts,
         domain: config.sip.domain.clone(),
         node: branch_safe(&config.node_id),

@@ -59,13 +59,45 @@ impl fmt::Debug for Secret {
 pub enum Protocol {
     Udp,
     Tcp,
+    /// SIP over WebSocket (RFC 7118), for browsers.
+    Ws,
+    /// SIP over secure WebSocket.
+    Wss,
 }
 
 impl Protocol {
+    /// The name used in `[sip] listen` and in a URI's `transport=` parameter.
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Udp => "udp",
             Protocol::Tcp => "tcp",
+            Protocol::Ws => "ws",
+            Protocol::Wss => "wss",
+        }
+    }
+
+    /// The transport token of a Via header (`SIP/2.0/UDP` …).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Protocol::Udp => "UDP",
+            Protocol::Tcp => "TCP",
+            Protocol::Ws => "WS",
+            Protocol::Wss => "WSS",
+        }
+    }
+
+    /// Reliable transports need no retransmissions (RFC 3261 §17.1.1.2).
+    pub fn is_reliable(self) -> bool {
+        self != Protocol::Udp
+    }
+
+    /// The transport a URI's `transport=` parameter value names; UDP when unknown.
+    pub fn from_uri_param(value: &str) -> Protocol {
+        match value.to_ascii_lowercase().as_str() {
+            "tcp" => Protocol::Tcp,
+            "ws" => Protocol::Ws,
+            "wss" => Protocol::Wss,
+            _ => Protocol::Udp,
         }
     }
 }
@@ -93,7 +125,9 @@ impl FromStr for Listen {
         let protocol = match proto.to_ascii_lowercase().as_str() {
             "udp" => Protocol::Udp,
             "tcp" => Protocol::Tcp,
-            other => return Err(format!("unknown transport `{other}` (udp or tcp)")),
+            "ws" => Protocol::Ws,
+            "wss" => Protocol::Wss,
+            other => return Err(format!("unknown transport `{other}` (udp, tcp, ws or wss)")),
         };
         let addr = addr
             .parse()
@@ -153,8 +187,11 @@ pub struct SipConfig {
     pub timer_c_secs: u64,
     /// Most simultaneous TCP connections.
     pub tcp_max_connections: usize,
-    /// A TCP connection idle for this long is closed.
+    /// A TCP or WebSocket connection idle for this long is closed.
     pub tcp_idle_secs: u64,
+    /// PEM certificate chain and private key for `wss:` listeners.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// How often the user and service cache is reloaded from the database.
     pub cache_refresh_ms: u64,
 }
@@ -254,6 +291,8 @@ impl Default for SipConfig {
             timer_c_secs: 181,
             tcp_max_connections: 10_000,
             tcp_idle_secs: 3600,
+            tls_cert: None,
+            tls_key: None,
             cache_refresh_ms: 2000,
         }
     }
@@ -351,6 +390,12 @@ impl Config {
         }
         if let Some(v) = get("TOLLGATE_SIP_PUBLIC_HOST") {
             self.sip.public_host = Some(v);
+        }
+        if let Some(v) = get("TOLLGATE_SIP_TLS_CERT") {
+            self.sip.tls_cert = Some(v.into());
+        }
+        if let Some(v) = get("TOLLGATE_SIP_TLS_KEY") {
+            self.sip.tls_key = Some(v.into());
         }
         if let Some(v) = get("TOLLGATE_SIP_NONCE_SECRET") {
             self.sip.nonce_secret = Some(Secret::new(v));

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::raw::{self, RawUdp, LIMIT};
+use common::raw::{self, Peer, RawUdp, LIMIT};
 use common::relay::free_port;
 use common::sipp::{sipp_available, Sipp};
 use std::path::{Path, PathBuf};

@@ -10,35 +10,20 @@
 
 mod common;
 
-use common::raw::{self, RawUdp};
-use common::relay::{free_port, start_relay, Seed, TestRelay};
+use common::raw::{self, Peer, RawUdp};
+use common::relay::{free_port, sessions_after_shutdown, start_relay, Seed, TestRelay};
 use common::sipp::{sipp_available, uas_uri, wait_for_tcp, Sipp, SippRun};
 use rand::Rng;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tollgate::clock::{Clock, SystemClock};
 use tollgate::sip::digest;
-use tollgate::store::{SessionFilter, SessionRecord, SessionState};
+use tollgate::store::{SessionRecord, SessionState};
 
 /// The longest a single sipp run may take before it is killed and the test fails.
 const LIMIT: Duration = Duration::from_secs(60);
 
 // -------------------------------------------------------------------- helpers
-
-/// Stops the relay (the session writer flushes) and returns every session row.
-async fn sessions_after_shutdown(relay: TestRelay) -> Vec<SessionRecord> {
-    let TestRelay { relay, store, dir } = relay;
-    relay.shutdown().await;
-    let rows = store
-        .list_sessions(SessionFilter {
-            state: None,
-            limit: 1000,
-        })
-        .await
-        .expect("list sessions");
-    drop(dir);
-    rows
-}
 
 fn assert_passed(run: &SippRun, who: &str) {
     assert!(run.succeeded(), "sipp {who} failed:\n{}", run.output);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::raw::{self, RawUdp, LIMIT};
+use common::raw::{self, Peer, RawUdp, LIMIT};
 use common::relay::{free_port, start_relay, Seed, TestRelay, OPERATOR_KEY};
 use common::sipp::{sipp_available, uas_uri, Sipp};
 use common::tools::{missing, venv};

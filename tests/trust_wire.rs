@@ -14,89 +14,14 @@
 mod common;
 
 use common::raw::{self, Peer, RawTcp, RawUdp, LIMIT};
-use common::relay::{start_relay, Seed, TestRelay};
-use std::net::SocketAddr;
-use tollgate::store::{SessionFilter, SessionRecord, SessionState};
-
-/// The JSON body of a shop's 200: where its service lives.
-const SHOP_BODY: &str = "{\"url\":\"https://shop.example/wine\"}";
+use common::relay::{sessions_after_shutdown, start_relay, Seed, TestRelay};
+use tollgate::store::SessionState;
 
 fn uas_uri(app: &impl Peer) -> String {
     match app.transport() {
         "TCP" => format!("sip:{};transport=tcp", app.local()),
         _ => format!("sip:{}", app.local()),
     }
-}
-
-/// A 200 from the application server (or a forger) to the INVITE `inv`, with the shop URL.
-fn ok_200(inv: &str, to_tag: &str, contact: SocketAddr, transport: &str) -> String {
-    let mut lines: Vec<String> = raw::headers(inv, "Via")
-        .into_iter()
-        .map(|v| format!("Via: {v}"))
-        .collect();
-    for rr in raw::headers(inv, "Record-Route") {
-        lines.push(format!("Record-Route: {rr}"));
-    }
-    lines.push(format!("From: {}", raw::header(inv, "From").unwrap()));
-    lines.push(format!(
-        "To: {};tag={to_tag}",
-        raw::header(inv, "To").unwrap()
-    ));
-    lines.push(format!("Call-ID: {}", raw::header(inv, "Call-ID").unwrap()));
-    lines.push(format!("CSeq: {}", raw::header(inv, "CSeq").unwrap()));
-    lines.push(format!(
-        "Contact: <sip:shop@{contact};transport={}>",
-        transport.to_ascii_lowercase()
-    ));
-    lines.push("Content-Type: application/json".into());
-    raw::message("SIP/2.0 200 OK", &lines, SHOP_BODY)
-}
-
-/// A request the caller sends inside the dialog `answer` (a 1xx or 2xx) set up: to its
-/// Contact, along the Record-Route set reversed.
-fn in_dialog(peer: &impl Peer, method: &str, invite: &str, answer: &str, cseq: u32) -> String {
-    let target = raw::header(answer, "Contact")
-        .map(|c| {
-            c.trim_start_matches('<')
-                .split('>')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .unwrap();
-    let mut lines = vec![peer.via(&raw::branch())];
-    let mut routes: Vec<&str> = raw::headers(answer, "Record-Route");
-    routes.reverse();
-    for r in routes {
-        lines.push(format!("Route: {r}"));
-    }
-    lines.push(format!("From: {}", raw::header(invite, "From").unwrap()));
-    lines.push(format!("To: {}", raw::header(answer, "To").unwrap()));
-    lines.push(format!(
-        "Call-ID: {}",
-        raw::header(invite, "Call-ID").unwrap()
-    ));
-    lines.push(format!("CSeq: {cseq} {method}"));
-    lines.push("Max-Forwards: 70".into());
-    raw::message(&format!("{method} {target} SIP/2.0"), &lines, "")
-}
-
-/// The next message at `peer` that is not a 100 Trying, skipping anything `skip` accepts.
-async fn next_where(peer: &impl Peer, want: impl Fn(&str) -> bool) -> String {
-    loop {
-        let msg = peer.recv_within(LIMIT).await.0;
-        if want(&msg) {
-            return msg;
-        }
-    }
-}
-
-/// Waits until the relay has handled everything `peer` sent before: the core handles
-/// messages in order, so once the answer to an OPTIONS sent now is back, the earlier ones are
-/// done.
-async fn barrier(peer: &impl Peer, relay: SocketAddr) {
-    let marker = raw::options_marker(peer, relay).await;
-    next_where(peer, |m| raw::header(m, "Call-ID") == Some(marker.as_str())).await;
 }
 
 fn dropped(relay: &TestRelay, reason: &str) -> u64 {
@@ -106,20 +31,6 @@ fn dropped(relay: &TestRelay, reason: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
-}
-
-async fn sessions(relay: TestRelay) -> Vec<SessionRecord> {
-    let TestRelay { relay, store, dir } = relay;
-    relay.shutdown().await;
-    let rows = store
-        .list_sessions(SessionFilter {
-            state: None,
-            limit: 100,
-        })
-        .await
-        .unwrap();
-    drop(dir);
-    rows
 }
 
 // ------------------------------------------------------------------------ forged answers
@@ -143,15 +54,15 @@ async fn forged_200_is_dropped_and_the_real_answer_reaches_the_caller(app: impl 
     );
 
     // Someone else answers 200 for the live branch, over the app server's transport.
-    let forged = ok_200(&inv, "forged", client.addr, app.transport());
+    let forged = raw::ok_200(&inv, "forged", client.addr, app.transport());
     if app.transport() == "TCP" {
         let forger = RawTcp::connect(relay.tcp()).await;
         forger.send_to(&forged, relay.tcp()).await;
-        barrier(&forger, relay.tcp()).await;
+        raw::barrier(&forger, relay.tcp()).await;
     } else {
         let forger = RawUdp::bind().await;
         forger.send_to(&forged, relay.udp()).await;
-        barrier(&forger, relay.udp()).await;
+        raw::barrier(&forger, relay.udp()).await;
     }
     assert_eq!(dropped(&relay, "wrong_source"), 1);
 
@@ -161,7 +72,7 @@ async fn forged_200_is_dropped_and_the_real_answer_reaches_the_caller(app: impl 
     let answer = raw::next_non_trying(&client).await;
     assert_eq!(raw::status(&answer), Some(486), "{answer}");
     assert!(answer.contains("tag=real"), "{answer}");
-    let rows = sessions(relay).await;
+    let rows = sessions_after_shutdown(relay).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].state, SessionState::Failed);
     assert_eq!(rows[0].final_status, Some(486));
@@ -206,7 +117,7 @@ async fn a_response_whose_top_via_is_not_ours_is_reflected_nowhere() {
         1,
     );
     forger.send_to(&guessed, relay.udp()).await;
-    barrier(&forger, relay.udp()).await;
+    raw::barrier(&forger, relay.udp()).await;
     assert!(
         !victim.has_pending(),
         "nothing reached the address the Via named"
@@ -229,7 +140,7 @@ async fn a_retransmitted_200_carries_the_url_and_token_like_the_first() {
     let client = RawUdp::bind().await;
     raw::authenticated_invite(&client, relay.udp()).await;
     let (inv, relay_addr) = app.recv_within(LIMIT).await;
-    let ok = ok_200(&inv, "shop", app.addr, "UDP");
+    let ok = raw::ok_200(&inv, "shop", app.addr, "UDP");
     app.send_to(&ok, relay_addr).await;
     let first = raw::next_non_trying(&client).await;
     app.send_to(&ok, relay_addr).await;
@@ -268,15 +179,15 @@ async fn a_2xx_after_timer_c_is_acked_and_ended_by_the_relay() {
     app.send_to(raw::response(&inv, "180 Ringing", "shop", &[]), relay_addr)
         .await;
     // Timer C: the relay CANCELs the branch and answers the caller 408.
-    let cancel = next_where(&app, |m| raw::method(m) == Some("CANCEL")).await;
+    let cancel = raw::next_where(&app, |m| raw::method(m) == Some("CANCEL")).await;
     app.send_to(raw::response(&cancel, "200 OK", "shop", &[]), relay_addr)
         .await;
-    let answer = next_where(&client, |m| raw::status(m).is_some_and(|s| s >= 200)).await;
+    let answer = raw::next_where(&client, |m| raw::status(m).is_some_and(|s| s >= 200)).await;
     assert_eq!(raw::status(&answer), Some(408), "{answer}");
 
     // The shop answers 200 anyway: the caller has its answer, so the relay takes the 200
     // and hangs up.
-    app.send_to(ok_200(&inv, "shop", app.addr, "UDP"), relay_addr)
+    app.send_to(raw::ok_200(&inv, "shop", app.addr, "UDP"), relay_addr)
         .await;
     let ack = app.recv_within(LIMIT).await.0;
     assert_eq!(raw::method(&ack), Some("ACK"), "{ack}");
@@ -290,8 +201,8 @@ async fn a_2xx_after_timer_c_is_acked_and_ended_by_the_relay() {
     app.send_to(raw::response(&bye, "200 OK", "shop", &[]), relay_addr)
         .await;
     // Nothing of this reaches the caller.
-    barrier(&client, relay.udp()).await;
-    let rows = sessions(relay).await;
+    raw::barrier(&client, relay.udp()).await;
+    let rows = sessions_after_shutdown(relay).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].state, SessionState::Failed);
     assert_eq!(rows[0].final_status, Some(408));
@@ -326,8 +237,8 @@ async fn a_2xx_racing_the_callers_cancel_is_relayed_and_becomes_a_session() {
         "",
     );
     client.send_to(&cancel, relay.udp()).await;
-    let relayed_cancel = next_where(&app, |m| raw::method(m) == Some("CANCEL")).await;
-    app.send_to(ok_200(&inv, "shop", app.addr, "UDP"), relay_addr)
+    let relayed_cancel = raw::next_where(&app, |m| raw::method(m) == Some("CANCEL")).await;
+    app.send_to(raw::ok_200(&inv, "shop", app.addr, "UDP"), relay_addr)
         .await;
     app.send_to(
         raw::response(
@@ -341,24 +252,24 @@ async fn a_2xx_racing_the_callers_cancel_is_relayed_and_becomes_a_session() {
     .await;
 
     // Every 2xx is forwarded (RFC 3261 §16.7): the caller gets it, ACKs it and hangs up.
-    let ok = next_where(&client, |m| {
+    let ok = raw::next_where(&client, |m| {
         raw::status(m) == Some(200) && raw::header(m, "CSeq") == Some("2 INVITE")
     })
     .await;
     client
-        .send_to(in_dialog(&client, "ACK", &invite, &ok, 2), relay.udp())
+        .send_to(raw::in_dialog(&client, "ACK", &invite, &ok, 2), relay.udp())
         .await;
-    let ack = next_where(&app, |m| raw::method(m) == Some("ACK")).await;
+    let ack = raw::next_where(&app, |m| raw::method(m) == Some("ACK")).await;
     assert!(raw::header(&ack, "To").unwrap().contains("tag=shop"));
     client
-        .send_to(in_dialog(&client, "BYE", &invite, &ok, 3), relay.udp())
+        .send_to(raw::in_dialog(&client, "BYE", &invite, &ok, 3), relay.udp())
         .await;
-    let bye = next_where(&app, |m| raw::method(m) == Some("BYE")).await;
+    let bye = raw::next_where(&app, |m| raw::method(m) == Some("BYE")).await;
     app.send_to(raw::response(&bye, "200 OK", "shop", &[]), relay_addr)
         .await;
-    let done = next_where(&client, |m| raw::header(m, "CSeq") == Some("3 BYE")).await;
+    let done = raw::next_where(&client, |m| raw::header(m, "CSeq") == Some("3 BYE")).await;
     assert_eq!(raw::status(&done), Some(200));
-    let rows = sessions(relay).await;
+    let rows = sessions_after_shutdown(relay).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].state, SessionState::Terminated, "{:?}", rows[0]);
 }
@@ -379,14 +290,14 @@ async fn a_tcp_client_gets_answers_and_the_shops_bye_down_its_own_connection() {
 
     let invite = raw::authenticated_invite(&client, relay.tcp()).await;
     let (inv, relay_addr) = app.recv_within(LIMIT).await;
-    app.send_to(ok_200(&inv, "shop", app.addr, "UDP"), relay_addr)
+    app.send_to(raw::ok_200(&inv, "shop", app.addr, "UDP"), relay_addr)
         .await;
     let ok = raw::next_non_trying(&client).await;
     assert_eq!(raw::status(&ok), Some(200), "{ok}");
     client
-        .send_to(in_dialog(&client, "ACK", &invite, &ok, 2), relay.tcp())
+        .send_to(raw::in_dialog(&client, "ACK", &invite, &ok, 2), relay.tcp())
         .await;
-    next_where(&app, |m| raw::method(m) == Some("ACK")).await;
+    raw::next_where(&app, |m| raw::method(m) == Some("ACK")).await;
 
     // The shop hangs up. The client's Contact names its connection's port, where nothing
     // listens: the BYE can only reach it down the connection it opened.
@@ -404,13 +315,13 @@ async fn a_tcp_client_gets_answers_and_the_shops_bye_down_its_own_connection() {
         "",
     );
     app.send_to(&bye, relay_addr).await;
-    let got = next_where(&client, |m| raw::method(m) == Some("BYE")).await;
+    let got = raw::next_where(&client, |m| raw::method(m) == Some("BYE")).await;
     client
         .send_to(raw::response(&got, "200 OK", "x", &[]), relay.tcp())
         .await;
-    let ok = next_where(&app, |m| raw::status(m) == Some(200)).await;
+    let ok = raw::next_where(&app, |m| raw::status(m) == Some(200)).await;
     assert_eq!(raw::header(&ok, "CSeq"), Some("1 BYE"));
-    let rows = sessions(relay).await;
+    let rows = sessions_after_shutdown(relay).await;
     assert_eq!(rows[0].state, SessionState::Terminated);
 }
 
@@ -448,14 +359,14 @@ async fn prack_and_update_pass_in_the_early_dialog(app: impl Peer) {
     for (method, cseq) in [("PRACK", 3), ("UPDATE", 4)] {
         client
             .send_to(
-                in_dialog(&client, method, &invite, &progress, cseq),
+                raw::in_dialog(&client, method, &invite, &progress, cseq),
                 relay.udp(),
             )
             .await;
-        let got = next_where(&app, |m| raw::method(m) == Some(method)).await;
+        let got = raw::next_where(&app, |m| raw::method(m) == Some(method)).await;
         app.send_to(raw::response(&got, "200 OK", "shop", &[]), relay_addr)
             .await;
-        let answer = next_where(&client, |m| {
+        let answer = raw::next_where(&client, |m| {
             raw::header(m, "CSeq") == Some(format!("{cseq} {method}").as_str())
         })
         .await;

@@ -9,7 +9,7 @@
 use crate::config::Protocol;
 use crate::store::{Store, StoreError, UserCredentials};
 use arc_swap::ArcSwap;
-use rsipstack::sip::{Host, Param, Transport, Uri};
+use rsipstack::sip::{Host, Param, Uri};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -137,15 +137,13 @@ pub async fn resolve(uri: &str) -> Option<(Uri, Vec<SocketAddr>, Protocol)> {
     (!addrs.is_empty()).then_some((parsed, addrs, protocol))
 }
 
-/// The transport a URI asks for (`;transport=tcp`), UDP otherwise.
+/// The transport a URI asks for (`;transport=tcp`, `ws`, `wss`), UDP otherwise.
 pub fn uri_protocol(uri: &Uri) -> Protocol {
-    let tcp = uri
-        .params
+    uri.params
         .iter()
-        .any(|p| matches!(p, Param::Transport(Transport::Tcp)));
-    if tcp {
-        Protocol::Tcp
-    } else {
-        Protocol::Udp
-    }
+        .find_map(|p| match p {
+            Param::Transport(t) => Some(Protocol::from_uri_param(&t.to_string())),
+            _ => None,
+        })
+        .unwrap_or(Protocol::Udp)
 }

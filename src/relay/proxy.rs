@@ -173,17 +173,6 @@ impl Core {
         forwarded
             .headers
             .retain(|h| !matches!(h, Header::ProxyAuthorization(_) | Header::Authorization(_)));
-        let after_vias = forwarded
-            .headers
-            .iter()
-            .position(|h| !matches!(h, Header::Via(_)))
-            .unwrap_or(forwarded.headers.len());
-        forwarded.headers.0.insert(
-            after_vias,
-            Header::RecordRoute(rsipstack::sip::RecordRoute::new(
-                self.local.record_route(flow.protocol),
-            )),
-        );
         let hash = routing::loop_hash(req);
         let call_id = msg::call_id(&req.headers).unwrap_or_default().to_string();
         let caller_contact = req.headers.iter().find_map(|h| match h {
@@ -222,7 +211,7 @@ impl Core {
                 addr: target.addr,
             };
             let out_flow = self.engine.transports().flow_to(hop.protocol, hop.addr);
-            let wire = self.branch_request(&forwarded, target, &branch, &token.jwt);
+            let wire = self.branch_request(&forwarded, flow, target, &branch, &token.jwt);
             self.parts.sessions.record(SessionEvent::Created {
                 id: session_id.clone(),
                 call_id: call_id.clone(),
@@ -277,11 +266,13 @@ impl Core {
         }
     }
 
-    /// Serialises the forwarded request for one target: its Request-URI, our Via on top and
-    /// the branch's session token, written straight to bytes (no copy of the parsed request).
+    /// Serialises the forwarded request for one target: its Request-URI, our Via and
+    /// Record-Route on top and the branch's session token, written straight to bytes (no copy
+    /// of the parsed request).
     fn branch_request(
         &self,
         forwarded: &Request,
+        inbound: Flow,
         target: &Target,
         branch: &str,
         jwt: &str,
@@ -300,7 +291,16 @@ impl Core {
             uri,
             self.local.via(target.protocol, branch)
         );
+        // Our Record-Route goes on top of any other, after the Vias (some user agents
+        // expect a message's Via lines to stand together).
+        let mut routes_written = false;
         for h in forwarded.headers.iter() {
+            if !routes_written && !matches!(h, Header::Via(_)) {
+                for rr in self.local.record_routes(inbound.protocol, target.protocol) {
+                    let _ = write!(head, "Record-Route: {rr}\r\n");
+                }
+                routes_written = true;
+            }
             let _ = write!(head, "{h}\r\n");
         }
         let _ = write!(head, "{}: {jwt}\r\n\r\n", handover::TOKEN_HEADER);

@@ -26,8 +26,8 @@ pub const MAGIC_COOKIE: &str = "z9hG4bK";
 pub struct LocalIdentity {
     /// The host written into Via and Record-Route (an IP address or a name).
     pub host: String,
-    pub udp_port: Option<u16>,
-    pub tcp_port: Option<u16>,
+    /// The port of each transport we listen on (the first listener of each).
+    pub ports: Vec<(Protocol, u16)>,
     /// Every address we are bound to or known by (to recognise our own Route entries).
     pub hosts: Vec<String>,
     /// The served domain: a URI naming it without a port names the relay too.
@@ -37,12 +37,17 @@ pub struct LocalIdentity {
 }
 
 impl LocalIdentity {
+    /// Our port for `protocol` (another transport's when we do not listen on it).
     pub fn port(&self, protocol: Protocol) -> u16 {
-        match protocol {
-            Protocol::Udp => self.udp_port.or(self.tcp_port),
-            Protocol::Tcp => self.tcp_port.or(self.udp_port),
-        }
-        .unwrap_or(5060)
+        self.ports
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .or(self.ports.first())
+            .map_or(5060, |(_, port)| *port)
+    }
+
+    fn is_our_port(&self, port: u16) -> bool {
+        self.ports.iter().any(|(_, p)| *p == port)
     }
 
     /// `host:port` as written into Via and Record-Route (an IPv6 address bracketed).
@@ -58,24 +63,39 @@ impl LocalIdentity {
     pub fn via(&self, protocol: Protocol, branch: &str) -> String {
         format!(
             "SIP/2.0/{} {};branch={branch}",
-            protocol.as_str().to_ascii_uppercase(),
+            protocol.via_name(),
             self.sent_by(protocol)
         )
     }
 
-    /// Our Record-Route value for a dialog whose requests reach us over `protocol`.
+    /// Our Record-Route value for requests that reach us over `protocol`.
     pub fn record_route(&self, protocol: Protocol) -> String {
         match protocol {
             Protocol::Udp => format!("<sip:{};lr>", self.sent_by(protocol)),
-            Protocol::Tcp => format!("<sip:{};transport=tcp;lr>", self.sent_by(protocol)),
+            _ => format!(
+                "<sip:{};transport={};lr>",
+                self.sent_by(protocol),
+                protocol.as_str()
+            ),
+        }
+    }
+
+    /// The Record-Route lines for a request that came in over `inbound` and leaves over
+    /// `outbound`, topmost first. When the transports differ the relay records its route
+    /// twice (RFC 5658), so each side is given a URI it can reach us at: the callee the
+    /// top one, the caller (which reverses the set) the bottom one.
+    pub fn record_routes(&self, inbound: Protocol, outbound: Protocol) -> Vec<String> {
+        if inbound == outbound {
+            vec![self.record_route(inbound)]
+        } else {
+            vec![self.record_route(outbound), self.record_route(inbound)]
         }
     }
 
     /// Whether a Via sent-by is one of ours.
     pub fn is_our_sent_by(&self, sent_by: &str) -> bool {
         let (host, port) = msg::host_port(sent_by);
-        let port = port.unwrap_or(5060);
-        self.is_our_host(host) && (Some(port) == self.udp_port || Some(port) == self.tcp_port)
+        self.is_our_host(host) && self.is_our_port(port.unwrap_or(5060))
     }
 
     fn is_our_host(&self, host: &str) -> bool {
@@ -91,8 +111,7 @@ impl LocalIdentity {
         if host.eq_ignore_ascii_case(&self.domain) && port.is_none() {
             return true;
         }
-        let port = port.unwrap_or(5060);
-        self.is_our_host(&host) && (Some(port) == self.udp_port || Some(port) == self.tcp_port)
+        self.is_our_host(&host) && self.is_our_port(port.unwrap_or(5060))
     }
 
     /// A fresh branch for a request we send (see the module docs for its parts).
@@ -241,8 +260,11 @@ mod tests {
     fn me() -> LocalIdentity {
         LocalIdentity {
             host: "10.0.0.5".into(),
-            udp_port: Some(5060),
-            tcp_port: Some(5061),
+            ports: vec![
+                (Protocol::Udp, 5060),
+                (Protocol::Tcp, 5061),
+                (Protocol::Ws, 5066),
+            ],
             hosts: vec!["10.0.0.5".into(), "127.0.0.1".into()],
             domain: "portal.com".into(),
             node: "n1".into(),
@@ -280,6 +302,15 @@ From: <sip:a@portal.com>;tag=f\r\nTo: <sip:s@portal.com>;tag=t\r\nCall-ID: c\r\n
         assert!(id.is_our_sent_by("127.0.0.1:5061"));
         assert!(!id.is_our_sent_by("10.0.0.5:5070"));
         assert!(!id.is_our_sent_by("10.0.0.6:5060"));
+        assert_eq!(
+            id.record_routes(Protocol::Ws, Protocol::Udp),
+            vec![
+                "<sip:10.0.0.5:5060;lr>".to_string(),
+                "<sip:10.0.0.5:5066;transport=ws;lr>".to_string()
+            ],
+            "double Record-Route between transports, the callee's on top"
+        );
+        assert_eq!(id.record_routes(Protocol::Udp, Protocol::Udp).len(), 1);
         assert!(id.is_me(&Uri::try_from("sip:portal.com").unwrap()));
         assert!(!id.is_me(&Uri::try_from("sip:portal.com:5080").unwrap()));
         id.host = "2001:db8::5".into();

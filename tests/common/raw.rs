@@ -84,6 +84,11 @@ pub trait Peer {
     /// The next message and who sent it; panics when none arrives within `limit`.
     async fn recv_within(&self, limit: Duration) -> (String, SocketAddr);
 
+    /// The host of our Contact.
+    fn contact_host(&self) -> String {
+        self.local().to_string()
+    }
+
     /// The `Via` header a request sent from this peer carries.
     fn via(&self, branch: &str) -> String {
         format!(
@@ -216,6 +221,84 @@ pub fn token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// A SIP-over-WebSocket client (RFC 7118), as a browser is: it writes a random `.invalid`
+/// host into Via and Contact, because it cannot be reached except down its connection.
+pub struct RawWs {
+    local: SocketAddr,
+    relay: SocketAddr,
+    ws: Mutex<tokio_tungstenite::WebSocketStream<TcpStream>>,
+}
+
+impl RawWs {
+    /// Connects and performs the handshake offering the `sip` subprotocol.
+    pub async fn connect(relay: SocketAddr) -> RawWs {
+        Self::try_connect(relay, Some("sip"))
+            .await
+            .expect("WebSocket handshake")
+    }
+
+    /// Connects offering `subprotocol` (none when `None`).
+    pub async fn try_connect(
+        relay: SocketAddr,
+        subprotocol: Option<&str>,
+    ) -> Result<RawWs, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let stream = TcpStream::connect(relay).await.expect("connect");
+        let local = stream.local_addr().unwrap();
+        let mut request = format!("ws://{relay}/").into_client_request()?;
+        if let Some(p) = subprotocol {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+        Ok(RawWs {
+            local,
+            relay,
+            ws: Mutex::new(ws),
+        })
+    }
+}
+
+impl Peer for RawWs {
+    fn local(&self) -> SocketAddr {
+        self.local
+    }
+    fn transport(&self) -> &'static str {
+        "WS"
+    }
+    fn via(&self, branch: &str) -> String {
+        format!("Via: SIP/2.0/WS df7jal23ls0d.invalid;branch={branch};rport")
+    }
+    fn contact_host(&self) -> String {
+        "df7jal23ls0d.invalid".into()
+    }
+    async fn send_to(&self, bytes: impl AsRef<[u8]>, _dest: SocketAddr) {
+        use futures_util::SinkExt;
+        let text = String::from_utf8(bytes.as_ref().to_vec()).expect("text");
+        self.ws
+            .lock()
+            .await
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .expect("WebSocket send");
+    }
+    async fn recv_within(&self, limit: Duration) -> (String, SocketAddr) {
+        use futures_util::StreamExt;
+        let mut ws = self.ws.lock().await;
+        loop {
+            let msg = tokio::time::timeout(limit, ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("nothing reached the WebSocket within {limit:?}"))
+                .expect("connection open")
+                .expect("WebSocket receive");
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                return (t.to_string(), self.relay);
+            }
+        }
+    }
+}
+
 /// Builds a message from a start line, header lines and a body, adding Content-Length.
 pub fn message(start: &str, headers: &[String], body: &str) -> String {
     let mut text = format!("{start}\r\n");
@@ -309,7 +392,7 @@ pub fn invite(
         format!("CSeq: {cseq} INVITE"),
         format!(
             "Contact: <sip:alice@{};transport={}>",
-            peer.local(),
+            peer.contact_host(),
             peer.transport().to_ascii_lowercase()
         ),
         "Max-Forwards: 70".to_string(),
@@ -413,4 +496,72 @@ pub async fn options_marker(client: &impl Peer, relay: SocketAddr) -> String {
     );
     client.send_to(options, relay).await;
     marker
+}
+
+/// The JSON body of a shop's 200: where its service lives.
+pub const SHOP_BODY: &str = "{\"url\":\"https://shop.example/wine\"}";
+
+/// A 200 from the application server (or a forger) to the INVITE `inv`, with the shop URL.
+pub fn ok_200(inv: &str, to_tag: &str, contact: SocketAddr, transport: &str) -> String {
+    let mut lines: Vec<String> = headers(inv, "Via")
+        .into_iter()
+        .map(|v| format!("Via: {v}"))
+        .collect();
+    for rr in headers(inv, "Record-Route") {
+        lines.push(format!("Record-Route: {rr}"));
+    }
+    lines.push(format!("From: {}", header(inv, "From").unwrap()));
+    lines.push(format!("To: {};tag={to_tag}", header(inv, "To").unwrap()));
+    lines.push(format!("Call-ID: {}", header(inv, "Call-ID").unwrap()));
+    lines.push(format!("CSeq: {}", header(inv, "CSeq").unwrap()));
+    lines.push(format!(
+        "Contact: <sip:shop@{contact};transport={}>",
+        transport.to_ascii_lowercase()
+    ));
+    lines.push("Content-Type: application/json".into());
+    message("SIP/2.0 200 OK", &lines, SHOP_BODY)
+}
+
+/// A request the caller sends inside the dialog `answer` (a 1xx or 2xx) set up: to its
+/// Contact, along the Record-Route set reversed.
+pub fn in_dialog(peer: &impl Peer, method: &str, invite: &str, answer: &str, cseq: u32) -> String {
+    let target = header(answer, "Contact")
+        .map(|c| {
+            c.trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .unwrap();
+    let mut lines = vec![peer.via(&branch())];
+    let mut routes: Vec<&str> = headers(answer, "Record-Route");
+    routes.reverse();
+    for r in routes {
+        lines.push(format!("Route: {r}"));
+    }
+    lines.push(format!("From: {}", header(invite, "From").unwrap()));
+    lines.push(format!("To: {}", header(answer, "To").unwrap()));
+    lines.push(format!("Call-ID: {}", header(invite, "Call-ID").unwrap()));
+    lines.push(format!("CSeq: {cseq} {method}"));
+    lines.push("Max-Forwards: 70".into());
+    message(&format!("{method} {target} SIP/2.0"), &lines, "")
+}
+
+/// The next message at `peer` that `want` accepts.
+pub async fn next_where(peer: &impl Peer, want: impl Fn(&str) -> bool) -> String {
+    loop {
+        let msg = peer.recv_within(LIMIT).await.0;
+        if want(&msg) {
+            return msg;
+        }
+    }
+}
+
+/// Waits until the relay has handled everything `peer` sent before: the core handles
+/// messages in order, so once the answer to an OPTIONS sent now is back, the earlier ones are
+/// done.
+pub async fn barrier(peer: &impl Peer, relay: SocketAddr) {
+    let marker = options_marker(peer, relay).await;
+    next_where(peer, |m| header(m, "Call-ID") == Some(marker.as_str())).await;
 }

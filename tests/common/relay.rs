@@ -7,7 +7,7 @@ use tempfile::TempDir;
 use tollgate::app::{self, Relay};
 use tollgate::clock::SystemClock;
 use tollgate::config::{Config, Protocol};
-use tollgate::store::Store;
+use tollgate::store::{SessionFilter, SessionRecord, Store};
 
 pub const DOMAIN: &str = "portal.com";
 
@@ -94,4 +94,19 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// Stops the relay (the session writer flushes) and returns every session row, newest first.
+pub async fn sessions_after_shutdown(relay: TestRelay) -> Vec<SessionRecord> {
+    let TestRelay { relay, store, dir } = relay;
+    relay.shutdown().await;
+    let rows = store
+        .list_sessions(SessionFilter {
+            state: None,
+            limit: 1000,
+        })
+        .await
+        .expect("list sessions");
+    drop(dir);
+    rows
 }

@@ -165,9 +165,10 @@ impl<O: Clone> Engine<O> {
             if let Some(txn) = self.server.get_mut(&invite) {
                 if txn.state == ServerState::Completed {
                     txn.state = ServerState::Confirmed;
-                    let linger = match txn.flow.protocol {
-                        Protocol::Udp => T4,
-                        Protocol::Tcp => Duration::ZERO,
+                    let linger = if txn.flow.protocol.is_reliable() {
+                        Duration::ZERO
+                    } else {
+                        T4
                     };
                     self.timers
                         .insert(Timer::ForgetServer { key: invite }, linger);
@@ -502,9 +503,10 @@ impl<O: Clone> Engine<O> {
                     if let Some(ack) = builders::ack_for_failure(&txn.wire, &response) {
                         self.transports.send(txn.flow, ack);
                     }
-                    let linger = match txn.flow.protocol {
-                        Protocol::Udp => 64 * t1,
-                        Protocol::Tcp => Duration::ZERO,
+                    let linger = if txn.flow.protocol.is_reliable() {
+                        Duration::ZERO
+                    } else {
+                        64 * t1
                     };
                     self.timers.insert(
                         Timer::ForgetClient {
@@ -662,11 +664,12 @@ impl<O: Clone> Engine<O> {
 /// Via's sent-by, received and rport (RFC 3261 §18.2.2, RFC 3581); over a stream, back down
 /// the connection.
 fn reply_flow(via: &str, flow: Flow) -> Flow {
-    match flow.protocol {
-        Protocol::Udp => Flow {
+    if flow.protocol.is_reliable() {
+        flow
+    } else {
+        Flow {
             remote: msg::response_target(via, flow.remote),
             ..flow
-        },
-        Protocol::Tcp => flow,
+        }
     }
 }

@@ -26,8 +26,7 @@ pub const CLIENT: &str = "10.0.0.1:5062";
 pub fn local() -> LocalIdentity {
     LocalIdentity {
         host: "10.0.0.5".into(),
-        udp_port: Some(5060),
-        tcp_port: Some(5060),
+        ports: vec![(Protocol::Udp, 5060), (Protocol::Tcp, 5060)],
         hosts: vec!["10.0.0.5".into()],
         domain: "portal.com".into(),
         node: "n1".into(),
