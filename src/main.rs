@@ -9,7 +9,7 @@ use std::time::Duration;
 use tollgate::client::Transport;
 use tollgate::clock::SystemClock;
 use tollgate::config::{Config, Protocol};
-use tollgate::store::{SessionFilter, SessionState, Store};
+use tollgate::store::{ForkMode, SessionFilter, SessionState, Store};
 
 #[derive(Parser)]
 #[command(
@@ -120,6 +120,11 @@ enum ServiceAction {
         name: String,
         #[arg(long = "appserver", required = true)]
         appservers: Vec<String>,
+        /// How an INVITE forks to several application servers: `first` (in parallel, the
+        /// first answer wins), `all` (in parallel, every answer reaches the caller) or
+        /// `serial` (one after another, in the order given).
+        #[arg(long = "fork", default_value = "first")]
+        fork: String,
     },
     /// List services and their application servers.
     List,
@@ -221,15 +226,29 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Service { action } => {
             let store = Store::connect(&config.database.url).await?;
             match action {
-                ServiceAction::Add { name, appservers } => {
-                    store.add_service(&name, &appservers).await?;
-                    println!("service {name} added → {}", appservers.join(", "));
+                ServiceAction::Add {
+                    name,
+                    appservers,
+                    fork,
+                } => {
+                    let mode: ForkMode = fork.parse()?;
+                    store.add_service(&name, &appservers, mode).await?;
+                    println!(
+                        "service {name} added → {} ({})",
+                        appservers.join(", "),
+                        mode.as_str()
+                    );
                 }
                 ServiceAction::List => {
                     for s in store.list_services().await? {
                         let servers: Vec<_> =
                             s.app_servers.iter().map(|a| a.name.as_str()).collect();
-                        println!("{}\t{}", s.address(), servers.join(","));
+                        println!(
+                            "{}\t{}\t{}",
+                            s.address(),
+                            servers.join(","),
+                            s.fork_mode.as_str()
+                        );
                     }
                 }
             }
@@ -400,7 +419,7 @@ async fn seed_demo(config: &Config) -> Result<()> {
         .any(|s| s.address() == service)
     {
         store
-            .add_service(&service, &["demo-shop".to_string()])
+            .add_service(&service, &["demo-shop".to_string()], ForkMode::FirstAnswer)
             .await?;
     }
     println!(

@@ -1132,7 +1132,11 @@ async fn store_queries(store: Store) {
     store.delete_user(&user.id).await.unwrap();
     assert!(store.get_user(&user.id).await.is_err());
     let service = store
-        .add_service("s1@portal.com", &["shopA".to_string()])
+        .add_service(
+            "s1@portal.com",
+            &["shopA".to_string()],
+            tollgate::store::ForkMode::FirstAnswer,
+        )
         .await
         .unwrap();
     let got = store.get_service(&service.id).await.unwrap();

@@ -119,7 +119,7 @@ async fn unanswered_call_is_recorded(
 async fn app_server_refusal_is_relayed_and_recorded_failed(tcp: bool) {
     unanswered_call_is_recorded(
         tcp,
-        ("uac_auth_503.xml", "client expecting 503"),
+        ("uac_auth_500.xml", "client expecting 500"),
         (
             "uas_503.xml",
             "application server answering 503 (and getting the ACK)",
@@ -131,12 +131,12 @@ async fn app_server_refusal_is_relayed_and_recorded_failed(tcp: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn app_server_503_reaches_the_client_and_fails_the_session_over_udp() {
+async fn app_server_503_reaches_the_client_as_500_and_fails_the_session_over_udp() {
     app_server_refusal_is_relayed_and_recorded_failed(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn app_server_503_reaches_the_client_and_fails_the_session_over_tcp() {
+async fn app_server_503_reaches_the_client_as_500_and_fails_the_session_over_tcp() {
     app_server_refusal_is_relayed_and_recorded_failed(true).await;
 }
 

@@ -10,7 +10,8 @@ use common::db::{fresh_sqlite, on_both_engines};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 use tollgate::store::{
-    Binding, Party, SessionEvent, SessionFilter, SessionState, SessionWriter, Store, StoreError,
+    Binding, ForkMode, Party, SessionEvent, SessionFilter, SessionState, SessionWriter, Store,
+    StoreError,
 };
 
 on_both_engines!(
@@ -169,19 +170,27 @@ async fn user_input_is_validated(store: Store, _url: String) {
     for service in ["service1", "@portal.com", "service1@", "a b@portal.com"] {
         assert!(
             matches!(
-                store.add_service(service, &["shop1".into()]).await,
+                store
+                    .add_service(service, &["shop1".into()], ForkMode::FirstAnswer)
+                    .await,
                 Err(StoreError::Invalid(_))
             ),
             "service {service:?}"
         );
     }
     assert!(matches!(
-        store.add_service("service1@portal.com", &[]).await,
+        store
+            .add_service("service1@portal.com", &[], ForkMode::FirstAnswer)
+            .await,
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
         store
-            .add_service("service1@portal.com", &["shop1".into(), "shop1".into()])
+            .add_service(
+                "service1@portal.com",
+                &["shop1".into(), "shop1".into()],
+                ForkMode::FirstAnswer
+            )
             .await,
         Err(StoreError::Invalid(_))
     ));
@@ -210,18 +219,30 @@ async fn services_keep_their_app_server_order(store: Store, _url: String) {
     }
 
     let service = store
-        .add_service("service1@portal.com", &["shop2".into(), "shop1".into()])
+        .add_service(
+            "service1@portal.com",
+            &["shop2".into(), "shop1".into()],
+            ForkMode::FirstAnswer,
+        )
         .await
         .expect("add service1");
     assert_eq!(service.address(), "service1@portal.com");
     assert_eq!(service.app_servers, [shop2.clone(), shop1.clone()]);
     store
-        .add_service("service2@portal.com", &["shop1".into()])
+        .add_service(
+            "service2@portal.com",
+            &["shop1".into()],
+            ForkMode::FirstAnswer,
+        )
         .await
         .expect("add service2");
 
     match store
-        .add_service("service1@portal.com", &["shop1".into()])
+        .add_service(
+            "service1@portal.com",
+            &["shop1".into()],
+            ForkMode::FirstAnswer,
+        )
         .await
     {
         Err(err @ StoreError::Conflict(_)) => {
@@ -249,7 +270,11 @@ async fn unknown_app_server_is_not_found_and_changes_nothing(store: Store, _url:
         .await
         .expect("add shop1");
     match store
-        .add_service("service1@portal.com", &["shop1".into(), "shop9".into()])
+        .add_service(
+            "service1@portal.com",
+            &["shop1".into(), "shop9".into()],
+            ForkMode::FirstAnswer,
+        )
         .await
     {
         Err(err @ StoreError::NotFound(_)) => {
@@ -264,7 +289,11 @@ async fn unknown_app_server_is_not_found_and_changes_nothing(store: Store, _url:
         .is_empty());
     // The name is still free.
     store
-        .add_service("service1@portal.com", &["shop1".into()])
+        .add_service(
+            "service1@portal.com",
+            &["shop1".into()],
+            ForkMode::FirstAnswer,
+        )
         .await
         .expect("add service1");
 }
@@ -287,11 +316,15 @@ async fn directory_holds_credentials_and_routes(store: Store, _url: String) {
         .await
         .expect("add shop2");
     store
-        .add_service("Service1@Portal.COM", &["shop1".into(), "shop2".into()])
+        .add_service(
+            "Service1@Portal.COM",
+            &["shop1".into(), "shop2".into()],
+            ForkMode::FirstAnswer,
+        )
         .await
         .expect("add service1");
     store
-        .add_service("wine@portal.com", &["shop2".into()])
+        .add_service("wine@portal.com", &["shop2".into()], ForkMode::AllAnswers)
         .await
         .expect("add wine");
 
@@ -301,11 +334,12 @@ async fn directory_holds_credentials_and_routes(store: Store, _url: String) {
     assert_eq!(directory.users["alice"].ha1_md5, ALICE_HA1_MD5);
     assert_eq!(directory.users["bob"].realm, "other.org");
     assert_eq!(directory.services.len(), 2);
-    assert_eq!(
-        directory.services["service1@portal.com"],
-        [shop1, shop2.clone()]
-    );
-    assert_eq!(directory.services["wine@portal.com"], [shop2]);
+    let service1 = &directory.services["service1@portal.com"];
+    assert_eq!(service1.app_servers, [shop1, shop2.clone()]);
+    assert_eq!(service1.fork_mode, ForkMode::FirstAnswer);
+    let wine = &directory.services["wine@portal.com"];
+    assert_eq!(wine.app_servers, [shop2]);
+    assert_eq!(wine.fork_mode, ForkMode::AllAnswers);
 }
 
 fn created(id: &str, at: i64) -> SessionEvent {

@@ -12,7 +12,7 @@ use super::app_servers::AppServer;
 use super::error::{ApiError, FieldError, Problem};
 use super::extract::ApiJson;
 use super::{location, ApiState, Operator};
-use crate::store::{ServiceRecord, StoreError};
+use crate::store::{ForkMode, ServiceRecord, StoreError};
 
 /// A service and the application servers that deliver it, in order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -26,6 +26,8 @@ pub struct Service {
     pub address: String,
     /// The application servers that deliver it, in routing order.
     pub app_servers: Vec<AppServer>,
+    /// How an INVITE forks to several application servers.
+    pub fork_mode: ForkMode,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
 }
@@ -38,6 +40,7 @@ impl From<ServiceRecord> for Service {
             name: s.name,
             domain: s.domain,
             app_servers: s.app_servers.into_iter().map(AppServer::from).collect(),
+            fork_mode: s.fork_mode,
             created_at: s.created_at,
         }
     }
@@ -46,7 +49,7 @@ impl From<ServiceRecord> for Service {
 /// A service to create.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"name": "service1", "app_servers": ["shop1", "shop2"]}))]
+#[schema(example = json!({"name": "books", "app_servers": ["bookshop1", "bookshop2"], "fork_mode": "all_answers"}))]
 pub struct NewService {
     /// The user part of the address, e.g. `service1` (or a whole `service1@portal.com` when
     /// `domain` is absent).
@@ -56,6 +59,9 @@ pub struct NewService {
     pub domain: Option<String>,
     /// Names of existing application servers, in routing order; at least one, no repeats.
     pub app_servers: Vec<String>,
+    /// How an INVITE forks to several application servers; `first_answer` when absent.
+    #[serde(default)]
+    pub fork_mode: ForkMode,
 }
 
 /// Every service, by address.
@@ -143,7 +149,7 @@ pub async fn create_service(
     };
     let service = state
         .store()
-        .add_service(&address, &body.app_servers)
+        .add_service(&address, &body.app_servers, body.fork_mode)
         .await
         .map_err(|e| match e {
             StoreError::Invalid(m) if m.starts_with("service") => {

@@ -7,7 +7,7 @@
 //! once per reload, never on the message path.
 
 use crate::config::Protocol;
-use crate::store::{Store, StoreError, UserCredentials};
+use crate::store::{ForkMode, Store, StoreError, UserCredentials};
 use arc_swap::ArcSwap;
 use rsipstack::sip::{Host, Param, Uri};
 use std::collections::HashMap;
@@ -33,18 +33,25 @@ pub struct Target {
     pub protocol: Protocol,
 }
 
+/// How a service is reached: its application servers in order, and how to fork to them.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    pub fork_mode: ForkMode,
+    pub targets: Vec<Target>,
+}
+
 /// One consistent view of users and services.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub users: HashMap<String, UserCredentials>,
-    /// `name@domain` (lowercase) → the application servers delivering it, in order.
-    pub services: HashMap<String, Vec<Target>>,
+    /// `name@domain` (lowercase) → how it is delivered.
+    pub services: HashMap<String, Route>,
 }
 
 impl Snapshot {
-    pub fn service(&self, name: &str, domain: &str) -> Option<&[Target]> {
+    pub fn service(&self, name: &str, domain: &str) -> Option<&Route> {
         let key = format!("{}@{}", name, domain).to_ascii_lowercase();
-        self.services.get(&key).map(Vec::as_slice)
+        self.services.get(&key)
     }
 }
 
@@ -96,9 +103,9 @@ impl DirectoryCache {
 async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
     let directory = store.load_directory().await?;
     let mut services = HashMap::with_capacity(directory.services.len());
-    for (key, servers) in directory.services {
-        let mut targets = Vec::with_capacity(servers.len());
-        for server in servers {
+    for (key, route) in directory.services {
+        let mut targets = Vec::with_capacity(route.app_servers.len());
+        for server in route.app_servers {
             match resolve(&server.uri).await {
                 Some((uri, sources, protocol)) => targets.push(Target {
                     id: server.id,
@@ -114,7 +121,11 @@ async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
                 ),
             }
         }
-        services.insert(key.to_ascii_lowercase(), targets);
+        let route = Route {
+            fork_mode: route.fork_mode,
+            targets,
+        };
+        services.insert(key.to_ascii_lowercase(), route);
     }
     Ok(Snapshot {
         users: directory.users,

@@ -19,14 +19,15 @@ use crate::relay::core::{Core, CoreTimer, Role};
 use crate::relay::dialog::{callee_hop, downstream_routes, DialogOrigin, DialogState};
 use crate::relay::directory::Target;
 use crate::relay::handover::{self, BranchToken};
-use crate::relay::routing::{self, Hop};
+use crate::relay::routing;
 use crate::relay::transaction::{CancelState, Outgoing, ServerKey, ServerState};
 use crate::sip::builders::{self, DialogRequest};
 use crate::sip::message as msg;
 use crate::sip::transport::Flow;
-use crate::store::SessionEvent;
+use crate::store::{ForkMode, SessionEvent};
 use bytes::Bytes;
 use rsipstack::sip::{Header, Method, Request, Response, Uri};
+use std::collections::VecDeque;
 
 /// What a proxied request is for.
 #[derive(Debug, Clone)]
@@ -75,12 +76,33 @@ impl BranchInfo {
     }
 }
 
+/// What it takes to start more branches of an initial INVITE (all of them at once, or the
+/// next one when serial forking moves on).
+pub struct ForwardPlan {
+    /// The request as forwarded, without our Via, Record-Route and token.
+    pub template: Request,
+    pub caller: String,
+    /// `name@domain`, lowercase.
+    pub service: String,
+    pub call_id: String,
+    pub loop_hash: String,
+    /// Where the INVITE came from.
+    pub inbound: Flow,
+    /// Application servers not tried yet, in order.
+    pub remaining: VecDeque<Target>,
+}
+
 /// The response context of one proxied request (RFC 3261 §16.7).
 pub struct ProxyContext {
     pub purpose: Purpose,
+    pub mode: ForkMode,
+    /// Kept while branches may still be started (serial forking).
+    pub plan: Option<ForwardPlan>,
     pub branches: Vec<BranchInfo>,
     /// The best non-2xx final response so far.
     pub best: Option<Response>,
+    /// Every challenge of every 401/407 received, to hand on together (§16.7 step 7).
+    pub challenges: Vec<Header>,
     /// A final answer (or a 2xx) has been relayed upstream.
     pub answered: bool,
     /// The client CANCELled the request.
@@ -91,8 +113,11 @@ impl ProxyContext {
     pub fn in_dialog(dialog: String, branch: String) -> ProxyContext {
         ProxyContext {
             purpose: Purpose::InDialog { dialog },
+            mode: ForkMode::FirstAnswer,
+            plan: None,
             branches: vec![BranchInfo::new(branch, None)],
             best: None,
+            challenges: Vec::new(),
             answered: false,
             cancelled: false,
         }
@@ -112,6 +137,30 @@ pub fn response_rank(status: u16) -> (u8, u16) {
         500..=599 => (4, status),
         _ => (6, status),
     }
+}
+
+/// The response the caller gets when every branch failed (RFC 3261 §16.7 steps 6–7): every
+/// challenge received goes with a 401/407, so the caller can answer them all; a 503 from an
+/// application server becomes 500, because the relay itself is not unavailable and a 503
+/// would make the caller's next hop treat it so.
+fn best_response(mut best: Response, challenges: Vec<Header>) -> Response {
+    match u16::from(best.status_code.clone()) {
+        401 | 407 => {
+            best.headers.retain(|h| {
+                !matches!(h, Header::WwwAuthenticate(_) | Header::ProxyAuthenticate(_))
+            });
+            for challenge in challenges {
+                msg::push_header(&mut best.headers, challenge);
+            }
+        }
+        503 => {
+            best.status_code = rsipstack::sip::StatusCode::from(500);
+            best.wire_reason = None;
+            best.headers.retain(|h| !matches!(h, Header::RetryAfter(_)));
+        }
+        _ => {}
+    }
+    best
 }
 
 /// Decrements Max-Forwards (adding 70 when absent) and drops any session-token header a
@@ -139,7 +188,8 @@ pub fn prepare_forward(req: &mut Request) {
 impl Core {
     // ---------------------------------------------------------------- §16.5, §16.6
 
-    /// An authenticated caller's INVITE for a service: one branch per application server.
+    /// An authenticated caller's INVITE for a service: branches to its application servers
+    /// as the service's fork mode says (all at once, or one at a time).
     pub(crate) fn on_initial_invite(&mut self, key: ServerKey, flow: Flow) {
         let Some(caller) = self.authenticate(&key, self.settings.challenge, flow) else {
             return;
@@ -155,8 +205,8 @@ impl Core {
             .map(|a| a.user.clone())
             .unwrap_or_default();
         let domain = req.uri.host_with_port.host.to_string();
-        let targets = match snapshot.service(&service_name, &domain) {
-            Some(t) if !t.is_empty() => t.to_vec(),
+        let route = match snapshot.service(&service_name, &domain) {
+            Some(r) if !r.targets.is_empty() => r.clone(),
             Some(_) => {
                 return self.engine.respond_status(
                     &key,
@@ -167,61 +217,110 @@ impl Core {
             }
             None => return self.engine.respond_status(&key, 404, None, Vec::new()),
         };
-        let service = format!("{service_name}@{domain}").to_ascii_lowercase();
-        let mut forwarded = req.clone();
-        prepare_forward(&mut forwarded);
-        forwarded
+        let mut template = req.clone();
+        prepare_forward(&mut template);
+        template
             .headers
             .retain(|h| !matches!(h, Header::ProxyAuthorization(_) | Header::Authorization(_)));
-        let hash = routing::loop_hash(req);
-        let call_id = msg::call_id(&req.headers).unwrap_or_default().to_string();
         let caller_contact = req.headers.iter().find_map(|h| match h {
             Header::Contact(c) => Uri::try_from(msg::addr_uri(c.value())).ok(),
             _ => None,
         });
-        let now = self.now();
+        let plan = ForwardPlan {
+            loop_hash: routing::loop_hash(req),
+            call_id: msg::call_id(&req.headers).unwrap_or_default().to_string(),
+            template,
+            caller,
+            service: format!("{service_name}@{domain}").to_ascii_lowercase(),
+            inbound: flow,
+            remaining: route.targets.into(),
+        };
+        let serial = route.fork_mode == ForkMode::Serial;
+        self.contexts.insert(
+            key.clone(),
+            ProxyContext {
+                purpose: Purpose::NewSession {
+                    caller_flow: flow,
+                    caller_contact,
+                },
+                mode: route.fork_mode,
+                plan: Some(plan),
+                branches: Vec::new(),
+                best: None,
+                challenges: Vec::new(),
+                answered: false,
+                cancelled: false,
+            },
+        );
+        let mut started = false;
+        while self.start_next_branch(&key) {
+            started = true;
+            if serial {
+                break;
+            }
+        }
+        if !serial {
+            // Every branch is out; nothing more to start from the plan.
+            if let Some(ctx) = self.contexts.get_mut(&key) {
+                ctx.plan = None;
+            }
+        }
+        if !started {
+            self.engine
+                .respond_status(&key, 500, Some("Cannot issue a session token"), Vec::new());
+        }
+    }
 
-        let mut branches = Vec::with_capacity(targets.len());
-        let mut outgoing = Vec::with_capacity(targets.len());
-        for (index, target) in targets.iter().enumerate() {
-            let branch = self.local.new_branch(&hash);
-            let session_id = uuid::Uuid::new_v4().to_string();
-            let token =
-                match self
-                    .parts
-                    .tokens
-                    .mint(&caller, &target.id, &session_id, &service, now)
-                {
-                    Ok((jwt, claims)) => BranchToken {
-                        jwt,
-                        expires_at_ms: claims.expires_at_ms(),
-                    },
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot mint a session token");
-                        return self.engine.respond_status(
-                            &key,
-                            500,
-                            Some("Cannot issue a session token"),
-                            Vec::new(),
-                        );
-                    }
-                };
-            let hop = Hop {
-                protocol: target.protocol,
-                addr: target.addr,
+    /// Starts a branch to the next application server of the plan: a session row, a token
+    /// for that server, the request, its timers. False when there is none left (or no token
+    /// could be minted).
+    fn start_next_branch(&mut self, key: &str) -> bool {
+        let now = self.now();
+        let Some(target) = self
+            .contexts
+            .get_mut(key)
+            .and_then(|c| c.plan.as_mut())
+            .and_then(|p| p.remaining.pop_front())
+        else {
+            return false;
+        };
+        let ctx = &self.contexts[key];
+        let plan = ctx.plan.as_ref().expect("popped from it above");
+        let index = ctx.branches.len();
+        let branch = self.local.new_branch(&plan.loop_hash);
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let token =
+            match self
+                .parts
+                .tokens
+                .mint(&plan.caller, &target.id, &session_id, &plan.service, now)
+            {
+                Ok((jwt, claims)) => BranchToken {
+                    jwt,
+                    expires_at_ms: claims.expires_at_ms(),
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot mint a session token");
+                    return false;
+                }
             };
-            let out_flow = self.engine.transports().flow_to(hop.protocol, hop.addr);
-            let wire = self.branch_request(&forwarded, flow, target, &branch, &token.jwt);
-            self.parts.sessions.record(SessionEvent::Created {
-                id: session_id.clone(),
-                call_id: call_id.clone(),
-                caller: caller.clone(),
-                service: service.clone(),
-                app_server: target.name.clone(),
-                node: self.settings.node_id.clone(),
-                at: now,
-            });
-            branches.push(BranchInfo::new(
+        let out_flow = self
+            .engine
+            .transports()
+            .flow_to(target.protocol, target.addr);
+        let wire = self.branch_request(&plan.template, plan.inbound, &target, &branch, &token.jwt);
+        let created = SessionEvent::Created {
+            id: session_id.clone(),
+            call_id: plan.call_id.clone(),
+            caller: plan.caller.clone(),
+            service: plan.service.clone(),
+            app_server: target.name.clone(),
+            node: self.settings.node_id.clone(),
+            at: now,
+        };
+        self.parts.sessions.record(created);
+        if let Some(ctx) = self.contexts.get_mut(key) {
+            ctx.branches.push(BranchInfo::new(
                 branch.clone(),
                 Some(BranchSession {
                     session_id,
@@ -229,41 +328,25 @@ impl Core {
                     flow: out_flow,
                 }),
             ));
-            outgoing.push(Outgoing {
-                branch,
-                method: Method::Invite,
-                wire,
-                flow: out_flow,
-                also_from: target
-                    .sources
-                    .iter()
-                    .copied()
-                    .filter(|a| *a != target.addr)
-                    .collect(),
-                owner: Role::Branch {
-                    key: key.clone(),
-                    index,
-                },
-            });
         }
-        self.contexts.insert(
-            key,
-            ProxyContext {
-                purpose: Purpose::NewSession {
-                    caller_flow: flow,
-                    caller_contact,
-                },
-                branches,
-                best: None,
-                answered: false,
-                cancelled: false,
+        self.engine.send(Outgoing {
+            branch: branch.clone(),
+            method: Method::Invite,
+            wire,
+            flow: out_flow,
+            also_from: target
+                .sources
+                .iter()
+                .copied()
+                .filter(|a| *a != target.addr)
+                .collect(),
+            owner: Role::Branch {
+                key: key.to_string(),
+                index,
             },
-        );
-        for out in outgoing {
-            let branch = out.branch.clone();
-            self.engine.send(out);
-            self.arm_timer_c(&branch, 0);
-        }
+        });
+        self.arm_timer_c(&branch, 0);
+        true
     }
 
     /// Serialises the forwarded request for one target: its Request-URI, our Via and
@@ -482,12 +565,18 @@ impl Core {
         b.final_status = Some(u16::from(resp.status_code.clone()));
         let session = b.session.clone();
         ctx.answered = true;
-        let others: Vec<String> = ctx
-            .branches
-            .iter()
-            .filter(|o| o.final_status.is_none())
-            .map(|o| o.branch.clone())
-            .collect();
+        // First answer wins: the others are CANCELled. All answers: they go on. Serial: no
+        // further server is tried.
+        ctx.plan = None;
+        let others: Vec<String> = match ctx.mode {
+            ForkMode::AllAnswers => Vec::new(),
+            _ => ctx
+                .branches
+                .iter()
+                .filter(|o| o.final_status.is_none())
+                .map(|o| o.branch.clone())
+                .collect(),
+        };
         if let Some(s) = &session {
             handover::hand_over(&mut resp, &s.token, &s.session_id);
         }
@@ -638,6 +727,16 @@ impl Core {
             };
             self.parts.sessions.record(event);
         }
+        if status == 401 || status == 407 {
+            ctx.challenges.extend(
+                resp.headers
+                    .iter()
+                    .filter(|h| {
+                        matches!(h, Header::WwwAuthenticate(_) | Header::ProxyAuthenticate(_))
+                    })
+                    .cloned(),
+            );
+        }
         let better = ctx.best.as_ref().is_none_or(|b| {
             response_rank(status) < response_rank(u16::from(b.status_code.clone()))
         });
@@ -646,6 +745,7 @@ impl Core {
         }
         let six_hundred = (600..700).contains(&status);
         let all_final = ctx.branches.iter().all(|b| b.final_status.is_some());
+        let try_next = ctx.mode == ForkMode::Serial && !cancelled && !ctx.answered && !six_hundred;
         for dk in early {
             if self
                 .dialogs
@@ -655,13 +755,19 @@ impl Core {
                 self.dialogs.remove(&dk);
             }
         }
+        // Serial forking: the next application server, while there is one.
+        if try_next && self.start_next_branch(key) {
+            return;
+        }
         let ctx = self.contexts.get_mut(key).expect("checked above");
         if ctx.answered || !(all_final || six_hundred) {
             return;
         }
         ctx.answered = true;
+        ctx.plan = None;
         let purpose = ctx.purpose.clone();
-        let best = ctx.best.take().expect("set above");
+        let challenges = std::mem::take(&mut ctx.challenges);
+        let best = best_response(ctx.best.take().expect("set above"), challenges);
         let pending: Vec<String> = ctx
             .branches
             .iter()

@@ -146,6 +146,7 @@ async fn read_service<C: ConnectionTrait>(db: &C, id: &str) -> Result<ServiceRec
             .iter()
             .filter_map(|r| servers.get(&r.app_server_id).cloned())
             .collect(),
+        fork_mode: service.fork_mode.parse().unwrap_or_default(),
         id: service.id,
         name: service.name,
         domain: service.domain,

@@ -34,6 +34,46 @@ impl From<app_servers::Model> for AppServerRecord {
     }
 }
 
+/// How a service delivered by several application servers forks an INVITE.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ForkMode {
+    /// All at once; the first 2xx is relayed and the other branches are CANCELled.
+    #[default]
+    FirstAnswer,
+    /// All at once; every 2xx reaches the caller as its own dialog and session.
+    AllAnswers,
+    /// One at a time, in order; the next when one fails or times out.
+    Serial,
+}
+
+impl ForkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForkMode::FirstAnswer => "first_answer",
+            ForkMode::AllAnswers => "all_answers",
+            ForkMode::Serial => "serial",
+        }
+    }
+}
+
+impl std::str::FromStr for ForkMode {
+    type Err = StoreError;
+    /// The stored names, and the CLI's short ones (`first`, `all`, `serial`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "first_answer" | "first" => Ok(ForkMode::FirstAnswer),
+            "all_answers" | "all" => Ok(ForkMode::AllAnswers),
+            "serial" => Ok(ForkMode::Serial),
+            other => Err(StoreError::Invalid(format!(
+                "fork mode {other:?} is not first_answer, all_answers or serial"
+            ))),
+        }
+    }
+}
+
 /// A service and the application servers that deliver it, in order.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceRecord {
@@ -41,6 +81,7 @@ pub struct ServiceRecord {
     pub name: String,
     pub domain: String,
     pub app_servers: Vec<AppServerRecord>,
+    pub fork_mode: ForkMode,
     pub created_at: i64,
 }
 
@@ -60,12 +101,19 @@ pub struct UserCredentials {
     pub ha1_sha256: String,
 }
 
-/// Everything the relay caches: credentials by user name, and the ordered application
-/// servers of each service keyed by lowercase `name@domain`.
+/// How one service is delivered: its application servers in order, and how to fork to them.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceRoute {
+    pub fork_mode: ForkMode,
+    pub app_servers: Vec<AppServerRecord>,
+}
+
+/// Everything the relay caches: credentials by user name, and how each service is delivered,
+/// keyed by lowercase `name@domain`.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     pub users: HashMap<String, UserCredentials>,
-    pub services: HashMap<String, Vec<AppServerRecord>>,
+    pub services: HashMap<String, ServiceRoute>,
 }
 
 pub(super) fn validate_app_server(name: &str, uri: &str) -> Result<(), StoreError> {
@@ -146,11 +194,12 @@ impl Store {
     }
 
     /// Adds the service `name@domain`, delivered by the named application servers in the
-    /// given order. All or nothing: one transaction.
+    /// given order and forked to them as `fork_mode` says. All or nothing: one transaction.
     pub async fn add_service(
         &self,
         name_at_domain: &str,
         app_servers: &[String],
+        fork_mode: ForkMode,
     ) -> Result<ServiceRecord, StoreError> {
         let (name, domain) = parse_service_address(name_at_domain)?;
         if app_servers.is_empty() {
@@ -187,6 +236,7 @@ impl Store {
             name: Set(name.clone()),
             domain: Set(domain.clone()),
             created_at: Set(now_ms()),
+            fork_mode: Set(fork_mode.as_str().to_owned()),
         }
         .insert(&txn)
         .await
@@ -213,6 +263,7 @@ impl Store {
             name: service.name,
             domain: service.domain,
             app_servers: ordered,
+            fork_mode,
             created_at: service.created_at,
         })
     }
@@ -247,7 +298,14 @@ impl Store {
                 .collect(),
             services: services
                 .into_iter()
-                .map(|s| (s.address().to_lowercase(), s.app_servers))
+                .map(|s| {
+                    let address = s.address().to_lowercase();
+                    let route = ServiceRoute {
+                        fork_mode: s.fork_mode,
+                        app_servers: s.app_servers,
+                    };
+                    (address, route)
+                })
                 .collect(),
         })
     }
@@ -286,6 +344,8 @@ async fn read_services<C: ConnectionTrait>(db: &C) -> Result<Vec<ServiceRecord>,
         .into_iter()
         .map(|s| ServiceRecord {
             app_servers: routes.remove(&s.id).unwrap_or_default(),
+            // Written by this code only; an unknown value would be a newer schema.
+            fork_mode: s.fork_mode.parse().unwrap_or_default(),
             id: s.id,
             name: s.name,
             domain: s.domain,

@@ -46,7 +46,9 @@ use sea_orm::{
 pub use api_keys::API_KEY_PREFIX;
 pub use api_queries::SessionQuery;
 pub use bindings::Binding;
-pub use directory::{AppServerRecord, Directory, ServiceRecord, UserCredentials};
+pub use directory::{
+    AppServerRecord, Directory, ForkMode, ServiceRecord, ServiceRoute, UserCredentials,
+};
 pub use error::StoreError;
 pub use keys::{KeyRotation, KeyStatus, NewSigningKey, SigningKeyRecord};
 pub use session_writer::{SessionEvent, SessionWriter};

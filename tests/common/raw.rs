@@ -299,6 +299,39 @@ impl Peer for RawWs {
     }
 }
 
+/// A client over whichever transport a test runs on.
+pub enum Client {
+    Udp(RawUdp),
+    Tcp(RawTcp),
+}
+
+impl Peer for Client {
+    fn local(&self) -> SocketAddr {
+        match self {
+            Client::Udp(p) => p.local(),
+            Client::Tcp(p) => p.local(),
+        }
+    }
+    fn transport(&self) -> &'static str {
+        match self {
+            Client::Udp(p) => p.transport(),
+            Client::Tcp(p) => p.transport(),
+        }
+    }
+    async fn send_to(&self, bytes: impl AsRef<[u8]>, dest: SocketAddr) {
+        match self {
+            Client::Udp(p) => p.send_to(bytes, dest).await,
+            Client::Tcp(p) => Peer::send_to(p, bytes, dest).await,
+        }
+    }
+    async fn recv_within(&self, limit: Duration) -> (String, SocketAddr) {
+        match self {
+            Client::Udp(p) => p.recv_within(limit).await,
+            Client::Tcp(p) => Peer::recv_within(p, limit).await,
+        }
+    }
+}
+
 /// Builds a message from a start line, header lines and a body, adding Content-Length.
 pub fn message(start: &str, headers: &[String], body: &str) -> String {
     let mut text = format!("{start}\r\n");

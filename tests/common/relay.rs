@@ -1,13 +1,14 @@
 //! Starts a real relay on port 0 with a fresh SQLite database for one test.
 
 use super::db::sqlite_url;
+use super::raw::{Client, RawTcp, RawUdp};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use tempfile::TempDir;
 use tollgate::app::{self, Relay};
-use tollgate::clock::SystemClock;
+use tollgate::clock::{SharedClock, SystemClock};
 use tollgate::config::{Config, Protocol};
-use tollgate::store::{SessionFilter, SessionRecord, Store};
+use tollgate::store::{ForkMode, SessionFilter, SessionRecord, Store};
 
 pub const DOMAIN: &str = "portal.com";
 
@@ -62,6 +63,39 @@ pub async fn start_relay(seed: Seed) -> TestRelay {
 }
 
 pub async fn start_relay_with(seed: Seed, config: Config, dir: TempDir) -> TestRelay {
+    start_forking_relay_with(seed, ForkMode::FirstAnswer, config, dir).await
+}
+
+/// A relay whose `service1` forks to its application servers as `mode` says.
+pub async fn start_forking_relay(seed: Seed, mode: ForkMode) -> TestRelay {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(&dir);
+    start_forking_relay_with(seed, mode, config, dir).await
+}
+
+/// Like [`start_forking_relay`], timing sessions on `clock`.
+pub async fn start_forking_relay_on(seed: Seed, mode: ForkMode, clock: SharedClock) -> TestRelay {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(&dir);
+    launch(seed, mode, config, dir, clock).await
+}
+
+pub async fn start_forking_relay_with(
+    seed: Seed,
+    mode: ForkMode,
+    config: Config,
+    dir: TempDir,
+) -> TestRelay {
+    launch(seed, mode, config, dir, Arc::new(SystemClock)).await
+}
+
+async fn launch(
+    seed: Seed,
+    mode: ForkMode,
+    config: Config,
+    dir: TempDir,
+    clock: SharedClock,
+) -> TestRelay {
     let store = Store::connect(&config.database.url).await.expect("store");
     store
         .add_user("alice", DOMAIN, "secret")
@@ -75,13 +109,11 @@ pub async fn start_relay_with(seed: Seed, config: Config, dir: TempDir) -> TestR
     }
     if !names.is_empty() {
         store
-            .add_service(&format!("service1@{DOMAIN}"), &names)
+            .add_service(&format!("service1@{DOMAIN}"), &names, mode)
             .await
             .expect("service");
     }
-    let relay = app::start(&config, Arc::new(SystemClock))
-        .await
-        .expect("relay starts");
+    let relay = app::start(&config, clock).await.expect("relay starts");
     TestRelay { relay, store, dir }
 }
 
@@ -109,4 +141,14 @@ pub async fn sessions_after_shutdown(relay: TestRelay) -> Vec<SessionRecord> {
         .expect("list sessions");
     drop(dir);
     rows
+}
+
+/// A client of `relay` over `protocol` (UDP or TCP), and the relay address it talks to.
+pub async fn client_for(relay: &TestRelay, protocol: Protocol) -> (Client, SocketAddr) {
+    let to = relay.addr(protocol);
+    let client = match protocol {
+        Protocol::Tcp => Client::Tcp(RawTcp::connect(to).await),
+        _ => Client::Udp(RawUdp::bind().await),
+    };
+    (client, to)
 }

@@ -10,6 +10,8 @@ pub struct Model {
     pub name: String,
     pub domain: String,
     pub created_at: i64,
+    /// `first_answer`, `all_answers` or `serial` (see [`crate::store::ForkMode`]).
+    pub fork_mode: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
