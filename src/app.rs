@@ -44,6 +44,7 @@ pub struct Relay {
     pub store: Store,
     /// The node's metrics, served at `/metrics`; the relay core counts into it.
     pub metrics: Metrics,
+    directory: Arc<DirectoryCache>,
     tasks: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
 }
@@ -55,6 +56,11 @@ impl Relay {
             .iter()
             .find(|l| l.protocol == protocol)
             .map(|l| l.addr)
+    }
+
+    /// Reloads the users and services now, rather than at the next periodic refresh.
+    pub async fn reload_directory(&self) -> Result<(), StoreError> {
+        self.directory.refresh(&self.store).await
     }
 
     /// Stops listening, then waits until every session event is on disk.
@@ -185,7 +191,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         },
         CoreParts {
             transports,
-            directory,
+            directory: directory.clone(),
             auth,
             sessions,
             store: store.clone(),
@@ -213,6 +219,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         http,
         store,
         metrics,
+        directory,
         tasks: vec![core_task, refresh, key_reload, http_task],
         writer,
     })

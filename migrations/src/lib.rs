@@ -12,6 +12,7 @@ mod m20251126_000001_initial;
 mod m20261126_000002_signing_keys;
 mod m20261126_000003_api_keys;
 mod m20261201_000010_service_fork_mode;
+mod m20261201_000011_session_changes;
 
 /// Runs Tollgate's migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_signing_keys::Migration),
             Box::new(m20261126_000003_api_keys::Migration),
             Box::new(m20261201_000010_service_fork_mode::Migration),
+            Box::new(m20261201_000011_session_changes::Migration),
         ]
     }
 }

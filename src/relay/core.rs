@@ -43,7 +43,7 @@ use tokio::sync::mpsc;
 use tokio_util::time::DelayQueue;
 
 /// What the relay accepts; every in-dialog request is relayed whatever its method.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, REFER";
 
 /// Results of work the core handed to other tasks.
 #[derive(Debug)]
@@ -81,8 +81,9 @@ pub struct CoreParts {
 pub enum Role {
     /// Branch `index` of the request received in server transaction `key`.
     Branch { key: ServerKey, index: usize },
-    /// A request the relay sends on its own account; its answer needs nothing more.
-    Own,
+    /// A request the relay sends on its own account. Its final answer ends the dialog
+    /// `closes` names (a BYE of the relay's); otherwise it needs nothing more.
+    Own { closes: Option<String> },
 }
 
 /// Timers of the proxy and dialog layers (the transaction layer has its own).
@@ -90,6 +91,8 @@ pub enum Role {
 pub enum CoreTimer {
     /// Timer C of an INVITE branch, armed for the `generation`-th provisional response.
     TimerC { branch: String, generation: u32 },
+    /// A response context the relay made without a server transaction (a transfer) is done.
+    ForgetContext { key: String },
 }
 
 /// The relay core. Build it with [`Core::new`] and run it with [`Core::run`].
@@ -278,11 +281,22 @@ impl Core {
                 response,
                 repeated,
             } => self.on_final(&key, index, &branch, response, repeated),
-            Delivery::Provisional {
-                owner: Role::Own, ..
+            Delivery::Final {
+                owner: Role::Own { closes },
+                response,
+                ..
+            } => {
+                let status = u16::from(response.status_code);
+                if status >= 300 {
+                    tracing::info!(status, "a request of the relay's own was refused");
+                }
+                if let Some(dialog) = closes {
+                    self.close_dialog(&dialog);
+                }
             }
-            | Delivery::Final {
-                owner: Role::Own, ..
+            Delivery::Provisional {
+                owner: Role::Own { .. },
+                ..
             } => {}
         }
     }
@@ -380,6 +394,9 @@ impl Core {
     fn on_core_timer(&mut self, timer: CoreTimer) {
         match timer {
             CoreTimer::TimerC { branch, generation } => self.on_timer_c(&branch, generation),
+            CoreTimer::ForgetContext { key } => {
+                self.contexts.remove(&key);
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Dialogs and the sessions they carry: requests inside an established (or early) dialog,
-//! the end-to-end ACK that confirms a session, and the BYE that ends it.
+//! mid-session changes, the end-to-end ACK that confirms a session, and the BYE that ends it.
 //!
 //! ```text
 //!  1xx with To tag ──▶ Early ──2xx relayed──▶ Answered ──ACK──▶ Confirming ──on disk──▶ Confirmed
@@ -10,9 +10,21 @@
 //! A dialog knows where each side is reached, fixed when it is created: toward the
 //! application server the next hop its 2xx names (a downstream Record-Route, else its
 //! Contact, else the address the INVITE went to); toward the caller the flow its INVITE came
-//! from (over TCP its own connection while that lives, else its Contact). In-dialog requests
-//! go there and nowhere else, whatever their Request-URI or Route say, so a party to a call
-//! cannot use the relay to send requests to third parties.
+//! from (over a connection its own connection while that lives, else its Contact). In-dialog
+//! requests go there and nowhere else, whatever their Request-URI or Route say, so a party to
+//! a call cannot use the relay to send requests to third parties.
+//!
+//! Changes (DESIGN.md flow 4): a re-INVITE or UPDATE from either side is relayed like any
+//! in-dialog request and recorded on the session with its answer once that is relayed. While
+//! one side's change is open, a change from the other side is answered 491 (RFC 3261 §14.2,
+//! RFC 3311 §5.2 glare), and the session, its clock and its token carry on whatever the
+//! answer.
+//!
+//! The relay may speak in a dialog itself (a NOTIFY for a transfer, a BYE it ends a session
+//! with): it then uses the next CSeq of the side it speaks for, and shifts that side's later
+//! CSeqs by the requests it inserted, so the peer always sees them increase (responses get
+//! their original CSeq back). In a dialog the relay opened itself for a transfer
+//! ([`CallerSide::Relay`]) it is the caller's user agent.
 //!
 //! Timing (decision 0002): the billing clock starts when the ACK is relayed, which happens
 //! only after the confirmation is on disk; it stops when the final response to a BYE is
@@ -23,11 +35,13 @@ use crate::relay::core::{Core, CoreEvent, Role};
 use crate::relay::proxy::{prepare_forward, ProxyContext};
 use crate::relay::routing::{self, uri_hop};
 use crate::relay::transaction::{Outgoing, ServerKey};
+use crate::sip::builders::DialogRequest;
 use crate::sip::message as msg;
 use crate::sip::transport::Flow;
 use crate::store::{Party, SessionEvent};
 use bytes::Bytes;
 use rsipstack::sip::{Header, Method, Request, Response, Uri};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,32 +57,78 @@ pub enum DialogState {
     Ending(Party),
 }
 
+/// Who plays the caller's side of a dialog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallerSide {
+    /// A SIP client, reached down the flow its INVITE came on, else at its Contact.
+    Client { flow: Flow, contact: Option<Flow> },
+    /// The relay itself: a session it opened on a user's behalf (a transfer).
+    Relay,
+}
+
+/// What a dialog needs to route requests and to speak in it; fixed when it is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialogInfo {
+    pub session_id: String,
+    /// The authenticated user the session belongs to.
+    pub user: String,
+    pub call_id: String,
+    pub caller_tag: String,
+    pub callee_tag: String,
+    /// The caller's From and the callee's To as written, tags included.
+    pub caller_party: String,
+    pub callee_party: String,
+    /// The caller's and the callee's Contact URIs.
+    pub caller_target: Option<String>,
+    pub callee_target: Option<String>,
+    /// Route set toward the callee (Record-Route entries downstream of ours).
+    pub callee_routes: Vec<String>,
+    pub toward_callee: Flow,
+    pub caller: CallerSide,
+    /// The highest CSeq each side has used itself.
+    pub caller_cseq: u32,
+    pub callee_cseq: u32,
+    /// Requests the relay inserted toward each side, which shift the other side's CSeqs.
+    pub to_caller_shift: u32,
+    pub to_callee_shift: u32,
+}
+
 /// One dialog between a caller and an application server; one session.
 pub struct Dialog {
-    pub session_id: String,
-    pub caller_tag: String,
+    pub info: DialogInfo,
     pub state: DialogState,
     /// The 2xx status that answered the INVITE.
     pub status: u16,
     pub confirmed_at: Option<Millis>,
-    pub toward_callee: Flow,
-    /// The flow the caller's INVITE came from.
-    pub caller_flow: Flow,
-    /// The caller's Contact, for when its TCP connection has gone.
-    pub caller_contact: Option<Flow>,
+    /// The side whose re-INVITE or UPDATE is waiting for its answer.
+    pub pending_offer: Option<Party>,
     /// Requests that arrived while the ACK waited for the disk, relayed after it in order.
     pub held: Vec<(Request, Flow)>,
     /// The ACK waiting for the disk, and where it goes.
     pub held_ack: Option<(Bytes, Flow)>,
 }
 
+impl Dialog {
+    /// Which side sent a request with this From tag.
+    pub fn party_of(&self, from_tag: Option<&str>) -> Party {
+        if from_tag == Some(self.info.caller_tag.as_str()) {
+            Party::Caller
+        } else {
+            Party::Callee
+        }
+    }
+}
+
 /// Everything a dialog is made from when the INVITE's answer arrives.
 pub struct DialogOrigin {
     pub session_id: String,
+    pub user: String,
     /// Where the INVITE went.
     pub callee_flow: Flow,
-    pub caller_flow: Flow,
-    pub caller_contact: Option<Uri>,
+    pub caller: CallerSide,
+    /// The INVITE's Contact URI.
+    pub caller_target: Option<String>,
+    pub invite_cseq: u32,
 }
 
 /// The dialogs of one core, by `call-id, caller tag, callee tag`.
@@ -108,8 +168,8 @@ impl Dialogs {
             .find(|k| self.map.contains_key(k))
     }
 
-    /// Records the dialog an answer (1xx with a To tag, or 2xx) to a forwarded INVITE
-    /// creates, or moves an early one on to `state`. Returns its key.
+    /// Records the dialog an answer (1xx with a To tag, or 2xx) to an INVITE creates, or
+    /// moves an early one on to `state`. Returns its key.
     pub fn open(
         &mut self,
         resp: &Response,
@@ -136,26 +196,32 @@ impl Dialogs {
                 local: origin.callee_flow.local,
             })
             .unwrap_or(origin.callee_flow);
-        let caller_contact = origin
-            .caller_contact
-            .as_ref()
-            .and_then(uri_hop)
-            .map(|h| Flow {
-                protocol: h.protocol,
-                remote: h.addr,
-                local: origin.caller_flow.local,
-            });
+        let info = DialogInfo {
+            session_id: origin.session_id,
+            user: origin.user,
+            call_id: call_id.to_string(),
+            caller_tag: caller_tag.to_string(),
+            callee_tag: callee_tag.to_string(),
+            caller_party: msg::from_value(&resp.headers)?.to_string(),
+            callee_party: msg::to_value(&resp.headers)?.to_string(),
+            caller_target: origin.caller_target,
+            callee_target: contact_uri(&resp.headers),
+            callee_routes: downstream_routes(resp, local),
+            toward_callee,
+            caller: origin.caller,
+            caller_cseq: origin.invite_cseq,
+            callee_cseq: 0,
+            to_caller_shift: 0,
+            to_callee_shift: 0,
+        };
         self.map.insert(
             k.clone(),
             Dialog {
-                session_id: origin.session_id,
-                caller_tag: caller_tag.to_string(),
+                info,
                 state,
                 status,
                 confirmed_at: None,
-                toward_callee,
-                caller_flow: origin.caller_flow,
-                caller_contact,
+                pending_offer: None,
                 held: Vec::new(),
                 held_ack: None,
             },
@@ -166,6 +232,15 @@ impl Dialogs {
 
 fn key(call_id: &str, caller_tag: &str, callee_tag: &str) -> String {
     format!("{call_id}\n{caller_tag}\n{callee_tag}")
+}
+
+/// The URI of a message's Contact header (parameters of the URI kept, those of the header
+/// dropped).
+pub fn contact_uri(headers: &rsipstack::sip::Headers) -> Option<String> {
+    headers.iter().find_map(|h| match h {
+        Header::Contact(c) => Some(msg::addr_uri(c.value()).to_string()),
+        _ => None,
+    })
 }
 
 /// The Record-Route entries of an answer that lie downstream of ours (toward the
@@ -191,37 +266,66 @@ pub fn downstream_routes(resp: &Response, local: &routing::LocalIdentity) -> Vec
 /// its Contact, when that names an IP address.
 pub fn callee_hop(resp: &Response, local: &routing::LocalIdentity) -> Option<routing::Hop> {
     let next = match downstream_routes(resp, local).into_iter().next() {
-        Some(route) => route,
-        None => resp.headers.iter().find_map(|h| match h {
-            Header::Contact(c) => Some(c.value().to_string()),
-            _ => None,
-        })?,
+        Some(route) => msg::addr_uri(&route).to_string(),
+        None => contact_uri(&resp.headers)?,
     };
-    uri_hop(&Uri::try_from(msg::addr_uri(&next)).ok()?)
+    uri_hop(&Uri::try_from(next.as_str()).ok()?)
+}
+
+/// Sets a request's CSeq number to `number`, keeping its method.
+pub fn set_cseq(headers: &mut rsipstack::sip::Headers, number: u32) {
+    for h in headers.iter_mut() {
+        if let Header::CSeq(v) = h {
+            let method = v
+                .value()
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            *v = rsipstack::sip::CSeq::new(format!("{number} {method}"));
+        }
+    }
+}
+
+/// A mid-session change waiting for its answer.
+#[derive(Debug, Clone)]
+pub struct PendingChange {
+    pub party: Party,
+    pub method: String,
+    pub content_type: Option<String>,
+    pub body: String,
+    pub at: Millis,
 }
 
 impl Core {
-    /// Where a request inside dialog `d` goes: to the other side of whoever sent it.
-    fn destination(&self, d: &Dialog, from_caller: bool) -> Flow {
-        if from_caller {
-            return d.toward_callee;
-        }
-        if self.engine.transports().is_open(d.caller_flow) {
-            d.caller_flow
-        } else {
-            d.caller_contact.unwrap_or(d.caller_flow)
+    /// Where a request toward `party` of dialog `d` goes.
+    pub(crate) fn toward(&self, d: &DialogInfo, party: Party) -> Option<Flow> {
+        match (party, &d.caller) {
+            (Party::Caller, CallerSide::Client { flow, contact }) => {
+                if self.engine.transports().is_open(*flow) {
+                    Some(*flow)
+                } else {
+                    Some(contact.unwrap_or(*flow))
+                }
+            }
+            (Party::Caller, CallerSide::Relay) | (Party::Relay, _) => None,
+            (Party::Callee, _) => Some(d.toward_callee),
         }
     }
 
     /// A request with a To tag: relayed to the other side of its dialog.
     pub(crate) fn forward_in_dialog(&mut self, key: ServerKey) {
-        let Some(req) = self.engine.request(&key) else {
+        let Some(req) = self.engine.request(&key).cloned() else {
             return;
         };
         let Some(dk) = self.dialogs.find(&req.headers) else {
             return self.engine.respond_status(&key, 481, None, Vec::new());
         };
         let dialog = self.dialogs.get_mut(&dk).expect("found above");
+        let party = dialog.party_of(msg::from_tag(&req.headers));
+        if dialog.info.caller == CallerSide::Relay {
+            return self.on_relay_dialog_request(key, dk, party);
+        }
         if dialog.state == DialogState::Confirming {
             // Keep order behind the ACK that waits for the disk.
             if let Some(held) = self.engine.take(&key) {
@@ -229,32 +333,76 @@ impl Core {
             }
             return;
         }
-        let from_caller = msg::from_tag(&req.headers) == Some(dialog.caller_tag.as_str());
-        if req.method == Method::Bye {
-            dialog.state = DialogState::Ending(if from_caller {
-                Party::Caller
-            } else {
-                Party::Callee
-            });
+        if req.method == Method::Refer && party == Party::Caller {
+            return self.on_refer(key, dk);
         }
-        let session_id = dialog.session_id.clone();
-        let dest = self.destination(self.dialogs.get(&dk).expect("found"), from_caller);
+        let offer = matches!(req.method, Method::Invite | Method::Update);
+        let other = match party {
+            Party::Caller => Party::Callee,
+            _ => Party::Caller,
+        };
+        if offer && dialog.pending_offer == Some(other) {
+            // Glare: both sides change the session at once (RFC 3261 §14.2).
+            return self.engine.respond_status(
+                &key,
+                491,
+                Some("The other side is changing the session"),
+                Vec::new(),
+            );
+        }
+        if offer {
+            dialog.pending_offer = Some(party);
+        }
+        if req.method == Method::Bye {
+            dialog.state = DialogState::Ending(party);
+        }
+        let cseq = msg::cseq(&req.headers).map_or(0, |(n, _)| n);
+        let shift = match party {
+            Party::Caller => {
+                dialog.info.caller_cseq = dialog.info.caller_cseq.max(cseq);
+                dialog.info.to_callee_shift
+            }
+            _ => {
+                dialog.info.callee_cseq = dialog.info.callee_cseq.max(cseq);
+                dialog.info.to_caller_shift
+            }
+        };
+        let session_id = dialog.info.session_id.clone();
+        let info = dialog.info.clone();
+        let Some(dest) = self.toward(&info, other) else {
+            return self.engine.respond_status(&key, 481, None, Vec::new());
+        };
+        let now = self.now();
         self.parts.sessions.record(SessionEvent::Activity {
             id: session_id,
-            at: self.now(),
+            at: now,
         });
         let mut forwarded = req.clone();
         let method = forwarded.method;
         prepare_forward(&mut forwarded);
-        let branch = self.local.new_branch(&routing::loop_hash(req));
+        if shift > 0 {
+            set_cseq(&mut forwarded.headers, cseq + shift);
+        }
+        let branch = self.local.new_branch(&routing::loop_hash(&req));
         forwarded.headers.0.insert(
             0,
             Header::Via(rsipstack::sip::Via::new(
                 self.local.via(dest.protocol, &branch),
             )),
         );
-        self.contexts
-            .insert(key.clone(), ProxyContext::in_dialog(dk, branch.clone()));
+        let mut ctx = ProxyContext::in_dialog(dk, branch.clone());
+        ctx.cseq_shift = shift;
+        ctx.change = offer.then(|| PendingChange {
+            party,
+            method: method.to_string(),
+            content_type: req.headers.iter().find_map(|h| match h {
+                Header::ContentType(c) => Some(c.value().to_string()),
+                _ => None,
+            }),
+            body: String::from_utf8_lossy(&req.body).into_owned(),
+            at: now,
+        });
+        self.contexts.insert(key.clone(), ctx);
         self.engine.send(Outgoing {
             branch: branch.clone(),
             method,
@@ -268,6 +416,32 @@ impl Core {
         }
     }
 
+    /// The final answer to a change was relayed: the change is recorded with it, and the
+    /// other side may change the session again.
+    pub(crate) fn change_answered(&mut self, dk: &str, change: PendingChange, status: u16) {
+        let Some(d) = self.dialogs.get_mut(dk) else {
+            return;
+        };
+        if d.pending_offer == Some(change.party) {
+            d.pending_offer = None;
+        }
+        let record = crate::store::SessionChange {
+            session_id: d.info.session_id.clone(),
+            at: change.at,
+            party: change.party,
+            method: change.method,
+            content_type: change.content_type,
+            body: change.body,
+            status,
+        };
+        let store = self.parts.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.record_session_change(&record).await {
+                tracing::error!(error = %e, session = %record.session_id, "session change not recorded");
+            }
+        });
+    }
+
     /// The end-to-end ACK of a 2xx: relayed along the dialog. The first one confirms the
     /// session and waits for the disk before it moves.
     pub(crate) fn on_ack(&mut self, mut ack: Request) {
@@ -275,11 +449,25 @@ impl Core {
             return; // an ACK is never answered; an unknown one is dropped
         };
         let d = self.dialogs.get(&dk).expect("found above");
-        let from_caller = msg::from_tag(&ack.headers) == Some(d.caller_tag.as_str());
-        let dest = self.destination(d, from_caller);
+        let party = d.party_of(msg::from_tag(&ack.headers));
+        let other = match party {
+            Party::Caller => Party::Callee,
+            _ => Party::Caller,
+        };
+        let shift = match party {
+            Party::Caller => d.info.to_callee_shift,
+            _ => d.info.to_caller_shift,
+        };
+        let Some(dest) = self.toward(&d.info, other) else {
+            return;
+        };
         self.local.preprocess_routes(&mut ack);
         let branch = self.local.new_branch(&routing::loop_hash(&ack));
         prepare_forward(&mut ack);
+        if shift > 0 {
+            let cseq = msg::cseq(&ack.headers).map_or(0, |(n, _)| n);
+            set_cseq(&mut ack.headers, cseq + shift);
+        }
         ack.headers.0.insert(
             0,
             Header::Via(rsipstack::sip::Via::new(
@@ -287,8 +475,16 @@ impl Core {
             )),
         );
         let wire = Bytes::from(ack.to_bytes());
+        self.confirm_or_send_ack(&dk, wire, dest);
+    }
+
+    /// Relays (or, in a dialog the relay opened, sends) the ACK of a 2xx. The first one
+    /// confirms the session: it is written durably and the ACK waits for the disk.
+    pub(crate) fn confirm_or_send_ack(&mut self, dk: &str, wire: Bytes, dest: Flow) {
         let now = self.now();
-        let dialog = self.dialogs.get_mut(&dk).expect("found above");
+        let Some(dialog) = self.dialogs.get_mut(dk) else {
+            return;
+        };
         match dialog.state {
             DialogState::Answered => {
                 self.parts.metrics.session_started();
@@ -296,11 +492,12 @@ impl Core {
                 dialog.confirmed_at = Some(now);
                 dialog.held_ack = Some((wire, dest));
                 let done = self.parts.sessions.record_durably(SessionEvent::Confirmed {
-                    id: dialog.session_id.clone(),
+                    id: dialog.info.session_id.clone(),
                     at: now,
                     status: dialog.status,
                 });
                 let events = self.events_tx.clone();
+                let dk = dk.to_string();
                 tokio::spawn(async move {
                     match done.await {
                         Ok(Ok(())) => {}
@@ -336,6 +533,82 @@ impl Core {
         }
     }
 
+    /// Sends a request of the relay's own inside dialog `dk` toward `to` (speaking for the
+    /// other side), with the next CSeq of the side it speaks for. `None` when that side
+    /// cannot be reached.
+    pub(crate) fn send_in_dialog(
+        &mut self,
+        dk: &str,
+        to: Party,
+        method: Method,
+        extra: Vec<Header>,
+        body: Option<(&str, &[u8])>,
+        role: Role,
+    ) -> Option<()> {
+        let d = self.dialogs.get_mut(dk)?;
+        let info = &mut d.info;
+        let (from, to_value, target, routes, cseq) = match to {
+            Party::Caller => {
+                info.to_caller_shift += 1;
+                let cseq = info.callee_cseq + info.to_caller_shift;
+                let target = info.caller_target.clone()?;
+                (
+                    info.callee_party.clone(),
+                    info.caller_party.clone(),
+                    target,
+                    Vec::new(),
+                    cseq,
+                )
+            }
+            _ => {
+                info.to_callee_shift += 1;
+                let cseq = info.caller_cseq + info.to_callee_shift;
+                let target = info.callee_target.clone()?;
+                (
+                    info.caller_party.clone(),
+                    info.callee_party.clone(),
+                    target,
+                    info.callee_routes.clone(),
+                    cseq,
+                )
+            }
+        };
+        let info = info.clone();
+        let dest = self.toward(&info, to)?;
+        let target = Uri::try_from(target.as_str()).ok()?;
+        let branch = self
+            .local
+            .new_branch(&routing::loop_hash_of(&info.call_id, cseq));
+        let via = self.local.via(dest.protocol, &branch);
+        let mut extra = extra;
+        extra.push(Header::Contact(rsipstack::sip::Contact::new(format!(
+            "<sip:{};transport={}>",
+            self.local.sent_by(dest.protocol),
+            dest.protocol.as_str()
+        ))));
+        let request = DialogRequest {
+            method,
+            target: &target,
+            via: &via,
+            from: &from,
+            to: &to_value,
+            call_id: &info.call_id,
+            cseq,
+            routes: &routes,
+            extra,
+            body,
+        };
+        self.engine.send(Outgoing {
+            branch,
+            method,
+            wire: request.to_bytes(),
+            flow: dest,
+            also_from: Vec::new(),
+            owner: role,
+        });
+        Some(())
+    }
+
     /// The final response to a BYE was relayed (or the dialog died otherwise): the session
     /// ends now.
     pub(crate) fn close_dialog(&mut self, dk: &str) {
@@ -352,7 +625,7 @@ impl Core {
         }
         let duration_ms = dialog.confirmed_at.map(|c| (now - c).max(0)).unwrap_or(0);
         self.parts.sessions.record(SessionEvent::Terminated {
-            id: dialog.session_id,
+            id: dialog.info.session_id,
             at: now,
             duration_ms,
             ended_by,
@@ -363,5 +636,65 @@ impl Core {
         self.dialogs
             .get(dk)
             .is_some_and(|d| matches!(d.state, DialogState::Ending(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Protocol;
+
+    fn local() -> routing::LocalIdentity {
+        routing::LocalIdentity {
+            host: "10.0.0.5".into(),
+            ports: vec![(Protocol::Udp, 5060), (Protocol::Tcp, 5060)],
+            hosts: vec!["10.0.0.5".into()],
+            domain: "portal.com".into(),
+            node: "n1".into(),
+        }
+    }
+
+    fn answer(record_routes: &str, contact: &str) -> Response {
+        let text = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n{record_routes}\
+From: <sip:a@portal.com>;tag=1\r\nTo: <sip:s@portal.com>;tag=2\r\nCall-ID: c\r\n\
+CSeq: 2 INVITE\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n"
+        );
+        match msg::parse(text.as_bytes()) {
+            Ok(rsipstack::sip::SipMessage::Response(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_callee_is_reached_at_its_contact_with_its_transport() {
+        let r = answer(
+            "Record-Route: <sip:10.0.0.5:5060;transport=tcp;lr>\r\n",
+            "<sip:10.0.0.9:5070;transport=TCP>;expires=60",
+        );
+        assert!(downstream_routes(&r, &local()).is_empty());
+        assert_eq!(
+            callee_hop(&r, &local()),
+            Some(routing::Hop {
+                protocol: Protocol::Tcp,
+                addr: "10.0.0.9:5070".parse().unwrap()
+            })
+        );
+    }
+
+    #[test]
+    fn a_proxy_downstream_of_us_is_the_next_hop() {
+        let r = answer(
+            "Record-Route: <sip:10.0.0.7:5080;lr>, <sip:10.0.0.5:5060;lr>\r\n",
+            "<sip:10.0.0.9:5070>",
+        );
+        assert_eq!(
+            downstream_routes(&r, &local()),
+            vec!["<sip:10.0.0.7:5080;lr>"]
+        );
+        assert_eq!(
+            callee_hop(&r, &local()).unwrap().addr,
+            "10.0.0.7:5080".parse().unwrap()
+        );
     }
 }

@@ -8,7 +8,9 @@
 //! - [`core`]: the task that owns it all and dispatches each message through §16's steps.
 //! - [`proxy`]: forwarding an initial INVITE to a service's application servers and choosing
 //!   the answer the caller gets (§16.5–§16.7).
-//! - [`dialog`]: established dialogs, the ACK that confirms a session, the BYE that ends it.
+//! - [`dialog`]: established dialogs, mid-session changes, the ACK that confirms a session,
+//!   the BYE that ends it.
+//! - [`transfer`]: REFER to a second service; the sessions the relay opens on a user's behalf.
 //! - [`auth`]: digest authentication with stateless nonces and failure throttling
 //!   ([`throttle`]).
 //! - [`directory`]: the per-node cache of users and services.
@@ -25,3 +27,4 @@ pub mod registrar;
 pub mod routing;
 pub mod throttle;
 pub mod transaction;
+pub mod transfer;

@@ -1,23 +1,32 @@
-//! Proxying (RFC 3261 §16.5–§16.7): forwarding an initial INVITE to the application servers
-//! of its service, one branch and one session each, and turning their answers into the one
-//! answer the caller gets.
+//! Proxying (RFC 3261 §16.5–§16.7): forwarding an INVITE for a service to its application
+//! servers, one branch and one session each, and turning their answers into the one answer
+//! the caller gets.
 //!
 //! - Each branch carries a session token minted for its application server and opens a
-//!   session row (`trying`).
+//!   session row (`trying`). The service's fork mode says whether the branches go out all at
+//!   once (first answer wins, or all answers) or one at a time (serial); serial branches get
+//!   their token and session only when they are tried.
 //! - Provisional responses (101–199) are relayed and restart the branch's Timer C (§16.7
 //!   step 2); one with a To tag opens an early dialog.
 //! - Every 2xx is relayed at once, with the token and URL handed over (decision 0004), and
-//!   opens its dialog; a retransmitted 2xx is handed over the same way. The other branches
-//!   are CANCELled.
+//!   opens its dialog; a retransmitted 2xx is handed over the same way. In first-answer mode
+//!   the other branches are CANCELled.
 //! - Non-2xx finals are kept; when every branch has one (or a 6xx arrives), the best is
-//!   relayed (§16.7 step 6).
+//!   relayed ([`best_response`]).
 //! - A 2xx that arrives after the relay gave up on its branch (Timer B/C, CANCEL) is still
 //!   relayed while the caller can take it; once the caller has its final answer, the relay
 //!   ACKs that 2xx and ends it with a BYE toward the application server itself.
+//!
+//! The same machinery serves the sessions the relay opens itself for a transfer
+//! ([`Purpose::Transfer`], see [`crate::relay::transfer`]): there the answers go into
+//! NOTIFYs instead of responses, and the relay ACKs the 2xx it gets.
 
 use crate::relay::core::{Core, CoreTimer, Role};
-use crate::relay::dialog::{callee_hop, downstream_routes, DialogOrigin, DialogState};
-use crate::relay::directory::Target;
+use crate::relay::dialog::{
+    callee_hop, contact_uri, downstream_routes, set_cseq, CallerSide, DialogOrigin, DialogState,
+    PendingChange,
+};
+use crate::relay::directory::{Route, Target};
 use crate::relay::handover::{self, BranchToken};
 use crate::relay::routing;
 use crate::relay::transaction::{CancelState, Outgoing, ServerKey, ServerState};
@@ -32,16 +41,22 @@ use std::collections::VecDeque;
 /// What a proxied request is for.
 #[derive(Debug, Clone)]
 pub enum Purpose {
-    /// An initial INVITE for a service: each branch is a session.
+    /// A client's INVITE for a service: each branch is a session of `user`.
     NewSession {
-        caller_flow: Flow,
-        caller_contact: Option<Uri>,
+        user: String,
+        caller: CallerSide,
+        /// The INVITE's Contact URI.
+        caller_target: Option<String>,
+        invite_cseq: u32,
     },
+    /// An INVITE the relay sends on `user`'s behalf, who asked for it with a REFER inside
+    /// `refer_dialog`: the answers become NOTIFYs there.
+    Transfer { user: String, refer_dialog: String },
     /// A request inside a dialog (its key).
     InDialog { dialog: String },
 }
 
-/// The session a branch of an initial INVITE carries.
+/// The session a branch of an INVITE for a service carries.
 #[derive(Debug, Clone)]
 pub struct BranchSession {
     pub session_id: String,
@@ -76,18 +91,18 @@ impl BranchInfo {
     }
 }
 
-/// What it takes to start more branches of an initial INVITE (all of them at once, or the
-/// next one when serial forking moves on).
+/// What it takes to start more branches of an INVITE for a service (all of them at once, or
+/// the next one when serial forking moves on).
 pub struct ForwardPlan {
     /// The request as forwarded, without our Via, Record-Route and token.
     pub template: Request,
-    pub caller: String,
+    pub user: String,
     /// `name@domain`, lowercase.
     pub service: String,
     pub call_id: String,
     pub loop_hash: String,
-    /// Where the INVITE came from.
-    pub inbound: Flow,
+    /// Where the INVITE came from; `None` for one the relay sends itself (no Record-Route).
+    pub inbound: Option<Flow>,
     /// Application servers not tried yet, in order.
     pub remaining: VecDeque<Target>,
 }
@@ -103,24 +118,36 @@ pub struct ProxyContext {
     pub best: Option<Response>,
     /// Every challenge of every 401/407 received, to hand on together (§16.7 step 7).
     pub challenges: Vec<Header>,
-    /// A final answer (or a 2xx) has been relayed upstream.
+    /// A final answer (or a 2xx) has been given upstream.
     pub answered: bool,
     /// The client CANCELled the request.
     pub cancelled: bool,
+    /// In-dialog: how far the relay shifted the request's CSeq (undone on the responses).
+    pub cseq_shift: u32,
+    /// In-dialog: the change (re-INVITE, UPDATE) this request asks for.
+    pub change: Option<PendingChange>,
 }
 
 impl ProxyContext {
-    pub fn in_dialog(dialog: String, branch: String) -> ProxyContext {
+    fn new(purpose: Purpose, mode: ForkMode, plan: Option<ForwardPlan>) -> ProxyContext {
         ProxyContext {
-            purpose: Purpose::InDialog { dialog },
-            mode: ForkMode::FirstAnswer,
-            plan: None,
-            branches: vec![BranchInfo::new(branch, None)],
+            purpose,
+            mode,
+            plan,
+            branches: Vec::new(),
             best: None,
             challenges: Vec::new(),
             answered: false,
             cancelled: false,
+            cseq_shift: 0,
+            change: None,
         }
+    }
+
+    pub fn in_dialog(dialog: String, branch: String) -> ProxyContext {
+        let mut ctx = ProxyContext::new(Purpose::InDialog { dialog }, ForkMode::FirstAnswer, None);
+        ctx.branches.push(BranchInfo::new(branch, None));
+        ctx
     }
 }
 
@@ -191,69 +218,100 @@ impl Core {
     /// An authenticated caller's INVITE for a service: branches to its application servers
     /// as the service's fork mode says (all at once, or one at a time).
     pub(crate) fn on_initial_invite(&mut self, key: ServerKey, flow: Flow) {
-        let Some(caller) = self.authenticate(&key, self.settings.challenge, flow) else {
+        let Some(user) = self.authenticate(&key, self.settings.challenge, flow) else {
             return;
         };
-        let snapshot = self.parts.directory.snapshot();
         let Some(req) = self.engine.request(&key) else {
             return;
         };
-        let service_name = req
-            .uri
-            .auth
-            .as_ref()
-            .map(|a| a.user.clone())
-            .unwrap_or_default();
-        let domain = req.uri.host_with_port.host.to_string();
-        let route = match snapshot.service(&service_name, &domain) {
-            Some(r) if !r.targets.is_empty() => r.clone(),
-            Some(_) => {
-                return self.engine.respond_status(
-                    &key,
-                    503,
-                    Some("No application server reachable"),
-                    Vec::new(),
-                )
-            }
-            None => return self.engine.respond_status(&key, 404, None, Vec::new()),
+        let service = req.uri.clone();
+        let route = match self.route_of(&service) {
+            Ok(route) => route,
+            Err((status, why)) => return self.engine.respond_status(&key, status, why, Vec::new()),
         };
         let mut template = req.clone();
         prepare_forward(&mut template);
         template
             .headers
             .retain(|h| !matches!(h, Header::ProxyAuthorization(_) | Header::Authorization(_)));
-        let caller_contact = req.headers.iter().find_map(|h| match h {
-            Header::Contact(c) => Uri::try_from(msg::addr_uri(c.value())).ok(),
-            _ => None,
-        });
+        let purpose = Purpose::NewSession {
+            user: user.clone(),
+            caller: CallerSide::Client {
+                flow,
+                contact: contact_uri(&req.headers)
+                    .and_then(|c| Uri::try_from(c.as_str()).ok())
+                    .as_ref()
+                    .and_then(routing::uri_hop)
+                    .map(|h| Flow {
+                        protocol: h.protocol,
+                        remote: h.addr,
+                        local: flow.local,
+                    }),
+            },
+            caller_target: contact_uri(&req.headers),
+            invite_cseq: msg::cseq(&req.headers).map_or(1, |(n, _)| n),
+        };
+        if !self.fork(&key, purpose, route, template, user, Some(flow)) {
+            self.engine
+                .respond_status(&key, 500, Some("Cannot issue a session token"), Vec::new());
+        }
+    }
+
+    /// The application servers of the service a Request-URI names, or the status (and
+    /// reason) to refuse it with: 404 for no such service, 503 when none can be reached.
+    pub(crate) fn route_of(&self, uri: &Uri) -> Result<Route, (u16, Option<&'static str>)> {
+        let name = uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
+        let domain = uri.host_with_port.host.to_string();
+        match self.parts.directory.snapshot().service(&name, &domain) {
+            Some(r) if !r.targets.is_empty() => Ok(r.clone()),
+            Some(_) => Err((503, Some("No application server reachable"))),
+            None => Err((404, None)),
+        }
+    }
+
+    /// Opens the response context `key` for `purpose` and starts its branches (all, or the
+    /// first for serial forking). False when none could be started.
+    pub(crate) fn fork(
+        &mut self,
+        key: &str,
+        purpose: Purpose,
+        route: Route,
+        template: Request,
+        user: String,
+        inbound: Option<Flow>,
+    ) -> bool {
+        let uri = &template.uri;
+        let service = format!(
+            "{}@{}",
+            uri.auth
+                .as_ref()
+                .map(|a| a.user.as_str())
+                .unwrap_or_default(),
+            uri.host_with_port.host
+        )
+        .to_ascii_lowercase();
         let plan = ForwardPlan {
-            loop_hash: routing::loop_hash(req),
-            call_id: msg::call_id(&req.headers).unwrap_or_default().to_string(),
+            loop_hash: routing::loop_hash(&template),
+            call_id: msg::call_id(&template.headers)
+                .unwrap_or_default()
+                .to_string(),
             template,
-            caller,
-            service: format!("{service_name}@{domain}").to_ascii_lowercase(),
-            inbound: flow,
+            user,
+            service,
+            inbound,
             remaining: route.targets.into(),
         };
         let serial = route.fork_mode == ForkMode::Serial;
         self.contexts.insert(
-            key.clone(),
-            ProxyContext {
-                purpose: Purpose::NewSession {
-                    caller_flow: flow,
-                    caller_contact,
-                },
-                mode: route.fork_mode,
-                plan: Some(plan),
-                branches: Vec::new(),
-                best: None,
-                challenges: Vec::new(),
-                answered: false,
-                cancelled: false,
-            },
+            key.to_string(),
+            ProxyContext::new(purpose, route.fork_mode, Some(plan)),
         );
         let mut started = false;
-        while self.start_next_branch(&key) {
+        while self.start_next_branch(key) {
             started = true;
             if serial {
                 break;
@@ -261,14 +319,11 @@ impl Core {
         }
         if !serial {
             // Every branch is out; nothing more to start from the plan.
-            if let Some(ctx) = self.contexts.get_mut(&key) {
+            if let Some(ctx) = self.contexts.get_mut(key) {
                 ctx.plan = None;
             }
         }
-        if !started {
-            self.engine
-                .respond_status(&key, 500, Some("Cannot issue a session token"), Vec::new());
-        }
+        started
     }
 
     /// Starts a branch to the next application server of the plan: a session row, a token
@@ -293,7 +348,7 @@ impl Core {
             match self
                 .parts
                 .tokens
-                .mint(&plan.caller, &target.id, &session_id, &plan.service, now)
+                .mint(&plan.user, &target.id, &session_id, &plan.service, now)
             {
                 Ok((jwt, claims)) => BranchToken {
                     jwt,
@@ -312,7 +367,7 @@ impl Core {
         let created = SessionEvent::Created {
             id: session_id.clone(),
             call_id: plan.call_id.clone(),
-            caller: plan.caller.clone(),
+            caller: plan.user.clone(),
             service: plan.service.clone(),
             app_server: target.name.clone(),
             node: self.settings.node_id.clone(),
@@ -355,7 +410,7 @@ impl Core {
     fn branch_request(
         &self,
         forwarded: &Request,
-        inbound: Flow,
+        inbound: Option<Flow>,
         target: &Target,
         branch: &str,
         jwt: &str,
@@ -376,11 +431,13 @@ impl Core {
         );
         // Our Record-Route goes on top of any other, after the Vias (some user agents
         // expect a message's Via lines to stand together).
-        let mut routes_written = false;
+        let mut routes_written = inbound.is_none();
         for h in forwarded.headers.iter() {
             if !routes_written && !matches!(h, Header::Via(_)) {
-                for rr in self.local.record_routes(inbound.protocol, target.protocol) {
-                    let _ = write!(head, "Record-Route: {rr}\r\n");
+                if let Some(inbound) = inbound {
+                    for rr in self.local.record_routes(inbound.protocol, target.protocol) {
+                        let _ = write!(head, "Record-Route: {rr}\r\n");
+                    }
                 }
                 routes_written = true;
             }
@@ -444,35 +501,78 @@ impl Core {
             return;
         }
         self.engine.cancel(branch);
-        let to_tag = self.tag_for(&key);
-        if let Some(resp) = builders::synthetic_response(&wire, 408, &to_tag) {
-            self.branch_failed(&key, index, resp);
-        }
-    }
-
-    fn tag_for(&self, key: &str) -> String {
-        self.engine
-            .server(key)
-            .map(|t| t.to_tag.clone())
-            .unwrap_or_default()
+        self.answer_in_place(&key, index, &wire, 408);
     }
 
     /// The transaction layer gave up on a branch: act as if it answered `status`.
     pub(crate) fn on_no_answer(&mut self, role: Role, status: u16, wire: &[u8]) {
-        let Role::Branch { key, index } = role else {
-            return;
-        };
-        let to_tag = self.tag_for(&key);
+        if let Role::Branch { key, index } = role {
+            self.answer_in_place(&key, index, wire, status);
+        }
+    }
+
+    /// Fails branch `index` with a `status` the relay makes up in its place.
+    fn answer_in_place(&mut self, key: &str, index: usize, wire: &[u8], status: u16) {
+        let to_tag = self
+            .engine
+            .server(key)
+            .map(|t| t.to_tag.clone())
+            .unwrap_or_else(|| "tollgate".into());
         if let Some(resp) = builders::synthetic_response(wire, status, &to_tag) {
-            self.branch_failed(&key, index, resp);
+            self.branch_failed(key, index, resp);
         }
     }
 
     // ---------------------------------------------------------------- §16.7
 
+    /// Gives a response to the client of request `key`, in-dialog CSeq shift undone.
+    fn answer_upstream(&mut self, key: &str, mut resp: Response) {
+        let shift = self.contexts.get(key).map_or(0, |c| c.cseq_shift);
+        if shift > 0 {
+            let n = msg::cseq(&resp.headers).map_or(0, |(n, _)| n);
+            set_cseq(&mut resp.headers, n.saturating_sub(shift));
+        }
+        self.engine.respond(key, resp);
+    }
+
+    /// The dialog an answer to a branch of `purpose` opens, or moves on.
+    fn open_dialog(
+        &mut self,
+        purpose: &Purpose,
+        session: BranchSession,
+        resp: &Response,
+        state: DialogState,
+    ) -> Option<String> {
+        let origin = match purpose {
+            Purpose::NewSession {
+                user,
+                caller,
+                caller_target,
+                invite_cseq,
+            } => DialogOrigin {
+                session_id: session.session_id,
+                user: user.clone(),
+                callee_flow: session.flow,
+                caller: caller.clone(),
+                caller_target: caller_target.clone(),
+                invite_cseq: *invite_cseq,
+            },
+            Purpose::Transfer { user, .. } => DialogOrigin {
+                session_id: session.session_id,
+                user: user.clone(),
+                callee_flow: session.flow,
+                caller: CallerSide::Relay,
+                caller_target: None,
+                invite_cseq: msg::cseq(&resp.headers).map_or(1, |(n, _)| n),
+            },
+            Purpose::InDialog { .. } => return None,
+        };
+        let local = self.local.clone();
+        self.dialogs.open(resp, origin, state, &local)
+    }
+
     /// A provisional response (101–199) on a branch.
     pub(crate) fn on_provisional(&mut self, key: &str, index: usize, mut resp: Response) {
-        let local = self.local.clone();
         let Some(ctx) = self.contexts.get_mut(key) else {
             return;
         };
@@ -488,22 +588,10 @@ impl Core {
         let (branch, generation) = (b.branch.clone(), b.timer_c);
         let session = b.session.clone();
         msg::pop_top_via(&mut resp.headers);
-        if let (
-            Purpose::NewSession {
-                caller_flow,
-                caller_contact,
-            },
-            Some(s),
-        ) = (purpose, session)
-        {
-            if msg::to_tag(&resp.headers).is_some() {
-                let origin = DialogOrigin {
-                    session_id: s.session_id,
-                    callee_flow: s.flow,
-                    caller_flow,
-                    caller_contact,
-                };
-                if let Some(dk) = self.dialogs.open(&resp, origin, DialogState::Early, &local) {
+        self.arm_timer_c(&branch, generation);
+        match (&purpose, session) {
+            (Purpose::NewSession { .. }, Some(s)) if msg::to_tag(&resp.headers).is_some() => {
+                if let Some(dk) = self.open_dialog(&purpose, s, &resp, DialogState::Early) {
                     if let Some(b) = self.context_branch(key, index) {
                         if !b.early_dialogs.contains(&dk) {
                             b.early_dialogs.push(dk);
@@ -511,10 +599,17 @@ impl Core {
                     }
                 }
             }
+            (Purpose::Transfer { refer_dialog, .. }, _) => {
+                if !answered {
+                    let status = u16::from(resp.status_code.clone());
+                    self.notify_transfer(refer_dialog, &status_line(status), false);
+                }
+                return;
+            }
+            _ => {}
         }
-        self.arm_timer_c(&branch, generation);
         if !answered {
-            self.engine.respond(key, resp);
+            self.answer_upstream(key, resp);
         }
     }
 
@@ -547,18 +642,26 @@ impl Core {
         mut resp: Response,
         repeated: bool,
     ) {
-        let caller_can_take = self
+        let server_can_take = self
             .engine
             .server(key)
             .is_some_and(|t| matches!(t.state, ServerState::Proceeding | ServerState::Accepted));
-        let Some(ctx) = self.contexts.get_mut(key).filter(|_| caller_can_take) else {
+        let Some(ctx) = self.contexts.get_mut(key) else {
             if !repeated {
                 self.end_unwanted_answer(branch, &resp);
             }
             return;
         };
         let purpose = ctx.purpose.clone();
-        let Some(b) = ctx.branches.get_mut(index) else {
+        // A transfer's first 2xx is the session; the relay, as its user agent, takes one.
+        let can_take = match purpose {
+            Purpose::Transfer { .. } => !ctx.answered || repeated,
+            _ => server_can_take,
+        };
+        let Some(b) = ctx.branches.get_mut(index).filter(|_| can_take) else {
+            if !repeated {
+                self.end_unwanted_answer(branch, &resp);
+            }
             return;
         };
         let gave_up = b.final_status.is_some_and(|s| s >= 300);
@@ -577,116 +680,156 @@ impl Core {
                 .map(|o| o.branch.clone())
                 .collect(),
         };
+        let change = ctx.change.take();
         if let Some(s) = &session {
             handover::hand_over(&mut resp, &s.token, &s.session_id);
         }
-        if !repeated {
-            match (&purpose, session) {
-                (
-                    Purpose::NewSession {
-                        caller_flow,
-                        caller_contact,
-                    },
-                    Some(s),
-                ) => {
-                    if gave_up {
-                        tracing::info!(session = %s.session_id, "relaying a 2xx that came after the branch was given up");
-                    }
-                    let origin = DialogOrigin {
-                        session_id: s.session_id,
-                        callee_flow: s.flow,
-                        caller_flow: *caller_flow,
-                        caller_contact: caller_contact.clone(),
-                    };
-                    let local = self.local.clone();
-                    self.dialogs
-                        .open(&resp, origin, DialogState::Answered, &local);
+        if gave_up {
+            tracing::info!(%branch, "a 2xx came after its branch was given up");
+        }
+        match (&purpose, session) {
+            (Purpose::NewSession { .. }, Some(s)) => {
+                if !repeated {
+                    self.open_dialog(&purpose, s, &resp, DialogState::Answered);
                     for branch in others {
                         self.engine.cancel(&branch);
                     }
                 }
-                (Purpose::InDialog { dialog }, _)
-                    if msg::cseq(&resp.headers)
-                        .is_some_and(|(_, m)| m.eq_ignore_ascii_case("BYE")) =>
-                {
-                    self.close_dialog(dialog);
-                }
-                _ => {}
+                self.answer_upstream(key, resp);
             }
+            (Purpose::Transfer { refer_dialog, .. }, Some(s)) => {
+                let refer_dialog = refer_dialog.clone();
+                if repeated {
+                    // Our ACK was lost: the application server asks again.
+                    if let Some((ack, dest)) = self.own_ack(branch, &resp) {
+                        self.engine.send_stateless(dest, ack);
+                    }
+                    return;
+                }
+                let Some(dk) = self.open_dialog(&purpose, s, &resp, DialogState::Answered) else {
+                    return;
+                };
+                if let Some((ack, dest)) = self.own_ack(branch, &resp) {
+                    self.confirm_or_send_ack(&dk, ack, dest);
+                }
+                for branch in others {
+                    self.engine.cancel(&branch);
+                }
+                self.arm_forget_context(key);
+                let status = u16::from(resp.status_code.clone());
+                self.notify_transfer(&refer_dialog, &answer_fragment(status, &resp), true);
+            }
+            (Purpose::InDialog { dialog }, _) => {
+                let dialog = dialog.clone();
+                if !repeated {
+                    if let Some(change) = change {
+                        let status = u16::from(resp.status_code.clone());
+                        self.change_answered(&dialog, change, status);
+                    }
+                    if msg::cseq(&resp.headers).is_some_and(|(_, m)| m.eq_ignore_ascii_case("BYE"))
+                    {
+                        self.close_dialog(&dialog);
+                    }
+                }
+                self.answer_upstream(key, resp);
+            }
+            _ => self.answer_upstream(key, resp),
         }
-        self.engine.respond(key, resp);
     }
 
-    /// A 2xx the caller can no longer take (it already has its final answer): the relay
-    /// ACKs it and ends the dialog with a BYE toward the application server.
-    fn end_unwanted_answer(&mut self, branch: &str, resp: &Response) {
-        let Some(txn) = self.engine.client(branch).filter(|t| t.is_invite()) else {
-            return;
-        };
-        let flow = txn.flow;
+    /// The ACK the relay itself sends for the 2xx `resp` to the INVITE of `branch`
+    /// (RFC 3261 §13.2.2.4), and where it goes.
+    fn own_ack(&self, branch: &str, resp: &Response) -> Option<(Bytes, Flow)> {
+        let txn = self.engine.client(branch).filter(|t| t.is_invite())?;
         let Ok(rsipstack::sip::SipMessage::Request(invite)) = msg::parse(&txn.wire) else {
-            return;
-        };
-        let (Some(call_id), Some(from), Some(to), Some((cseq, _))) = (
-            msg::call_id(&invite.headers),
-            msg::from_value(&invite.headers),
-            msg::to_value(&resp.headers),
-            msg::cseq(&invite.headers),
-        ) else {
-            return;
+            return None;
         };
         let local = self.local.clone();
         let dest = callee_hop(resp, &local)
             .map(|hop| Flow {
                 protocol: hop.protocol,
                 remote: hop.addr,
-                local: flow.local,
+                local: txn.flow.local,
             })
-            .unwrap_or(flow);
-        let target = resp
-            .headers
-            .iter()
-            .find_map(|h| match h {
-                Header::Contact(c) => Uri::try_from(msg::addr_uri(c.value())).ok(),
-                _ => None,
-            })
+            .unwrap_or(txn.flow);
+        let target = contact_uri(&resp.headers)
+            .and_then(|c| Uri::try_from(c.as_str()).ok())
             .unwrap_or_else(|| invite.uri.clone());
         let routes = downstream_routes(resp, &local);
-        let hash = routing::loop_hash(&invite);
-        let ack_via = local.via(dest.protocol, &local.new_branch(&hash));
+        let (cseq, _) = msg::cseq(&invite.headers)?;
+        let via = local.via(
+            dest.protocol,
+            &local.new_branch(&routing::loop_hash(&invite)),
+        );
         let ack = DialogRequest {
             method: Method::Ack,
             target: &target,
-            via: &ack_via,
-            from,
-            to,
-            call_id,
+            via: &via,
+            from: msg::from_value(&invite.headers)?,
+            to: msg::to_value(&resp.headers)?,
+            call_id: msg::call_id(&invite.headers)?,
             cseq,
             routes: &routes,
             extra: Vec::new(),
+            body: None,
         };
-        self.engine.send_stateless(dest, ack.to_bytes());
-        let bye_branch = local.new_branch(&hash);
-        let bye_via = local.via(dest.protocol, &bye_branch);
-        let bye = DialogRequest {
-            method: Method::Bye,
-            via: &bye_via,
-            cseq: cseq + 1,
-            extra: vec![Header::Other(
+        Some((ack.to_bytes(), dest))
+    }
+
+    /// A 2xx nobody can take (the caller already has its final answer): the relay ACKs it
+    /// and ends the dialog with a BYE toward the application server.
+    fn end_unwanted_answer(&mut self, branch: &str, resp: &Response) {
+        let Some((ack, dest)) = self.own_ack(branch, resp) else {
+            return;
+        };
+        self.engine.send_stateless(dest, ack.clone());
+        let Ok(rsipstack::sip::SipMessage::Request(mut bye)) = msg::parse(&ack) else {
+            return;
+        };
+        bye.method = Method::Bye;
+        let cseq = msg::cseq(&bye.headers).map_or(1, |(n, _)| n + 1);
+        for h in bye.headers.iter_mut() {
+            if let Header::CSeq(v) = h {
+                *v = rsipstack::sip::CSeq::new(format!("{cseq} BYE"));
+            }
+        }
+        let bye_branch = self.local.new_branch(&routing::loop_hash(&bye));
+        msg::pop_top_via(&mut bye.headers);
+        bye.headers.0.insert(
+            0,
+            Header::Via(rsipstack::sip::Via::new(
+                self.local.via(dest.protocol, &bye_branch),
+            )),
+        );
+        msg::push_header(
+            &mut bye.headers,
+            Header::Other(
                 "Reason".into(),
                 "SIP;cause=487;text=\"the caller already has its answer\"".into(),
-            )],
-            ..ack
-        };
-        tracing::info!(%call_id, "ending a 2xx that came after the caller was answered");
+            ),
+        );
+        tracing::info!(%branch, "ending a 2xx that came after the caller was answered");
         self.engine.send(Outgoing {
             branch: bye_branch,
             method: Method::Bye,
-            wire: bye.to_bytes(),
+            wire: Bytes::from(bye.to_bytes()),
             flow: dest,
             also_from: Vec::new(),
-            owner: Role::Own,
+            owner: Role::Own { closes: None },
         });
+    }
+
+    /// A relay-made response context (a transfer) has no server transaction to time it
+    /// out: it is forgotten a while after its answer, once 2xx retransmissions have stopped.
+    fn arm_forget_context(&mut self, key: &str) {
+        if self.engine.server(key).is_none() {
+            self.timers.insert(
+                CoreTimer::ForgetContext {
+                    key: key.to_string(),
+                },
+                64 * self.settings.t1,
+            );
+        }
     }
 
     /// Records a non-2xx final (real or made up) on a branch and answers the client when every
@@ -766,6 +909,7 @@ impl Core {
         ctx.answered = true;
         ctx.plan = None;
         let purpose = ctx.purpose.clone();
+        let change = ctx.change.take();
         let challenges = std::mem::take(&mut ctx.challenges);
         let best = best_response(ctx.best.take().expect("set above"), challenges);
         let pending: Vec<String> = ctx
@@ -775,16 +919,59 @@ impl Core {
             .map(|b| b.branch.clone())
             .collect();
         let best_status = u16::from(best.status_code.clone());
-        self.engine.respond(key, best);
         for branch in pending {
             self.engine.cancel(&branch);
         }
-        if let Purpose::InDialog { dialog } = purpose {
-            if self.dialog_is_ending(&dialog) || best_status == 481 || best_status == 408 {
-                self.close_dialog(&dialog);
+        match purpose {
+            Purpose::Transfer { refer_dialog, .. } => {
+                self.arm_forget_context(key);
+                self.notify_transfer(&refer_dialog, &status_line(best_status), true);
             }
+            Purpose::InDialog { dialog } => {
+                self.answer_upstream(key, best);
+                if let Some(change) = change {
+                    self.change_answered(&dialog, change, best_status);
+                }
+                if self.dialog_is_ending(&dialog) || best_status == 481 || best_status == 408 {
+                    self.close_dialog(&dialog);
+                }
+            }
+            Purpose::NewSession { .. } => self.answer_upstream(key, best),
         }
     }
+}
+
+/// `SIP/2.0 <status> <reason>`: a response's status line, for a `message/sipfrag` body.
+pub fn status_line(status: u16) -> String {
+    let code = rsipstack::sip::StatusCode::from(status);
+    format!("SIP/2.0 {status} {}\r\n", code.text())
+}
+
+/// The `message/sipfrag` of a 2xx a transfer got: its status line, its dialog's identifiers
+/// (so the user can end that session with a BYE), and the body handed over to the user (the
+/// URL and the new token).
+fn answer_fragment(status: u16, resp: &Response) -> String {
+    let mut fragment = status_line(status);
+    for h in resp.headers.iter() {
+        if matches!(
+            h,
+            Header::From(_) | Header::To(_) | Header::CallId(_) | Header::CSeq(_)
+        ) || matches!(h, Header::Other(name, _) if name.eq_ignore_ascii_case(handover::SESSION_HEADER))
+        {
+            fragment.push_str(&format!("{h}\r\n"));
+        }
+    }
+    if !resp.body.is_empty() {
+        if let Some(ct) = resp.headers.iter().find_map(|h| match h {
+            Header::ContentType(c) => Some(c.value().to_string()),
+            _ => None,
+        }) {
+            fragment.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+    }
+    fragment.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
+    fragment.push_str(&String::from_utf8_lossy(&resp.body));
+    fragment
 }
 
 #[cfg(test)]
@@ -799,5 +986,11 @@ mod tests {
         let mut w = vec![404, 407, 302];
         w.sort_by_key(|s| response_rank(*s));
         assert_eq!(w, vec![302, 407, 404], "a challenge beats other 4xx");
+    }
+
+    #[test]
+    fn status_lines_for_sipfrag() {
+        assert_eq!(status_line(100), "SIP/2.0 100 Trying\r\n");
+        assert_eq!(status_line(404), "SIP/2.0 404 Not Found\r\n");
     }
 }

@@ -189,6 +189,14 @@ pub fn loop_hash(req: &Request) -> String {
     format!("{:016x}", h.finish())
 }
 
+/// The loop hash of a request the relay makes itself inside a dialog (no request to hash).
+pub fn loop_hash_of(call_id: &str, cseq: u32) -> String {
+    let mut h = DefaultHasher::new();
+    call_id.hash(&mut h);
+    cseq.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
 /// Every Route value of a request, in order (lists split).
 pub fn route_values(req: &Request) -> Vec<String> {
     req.headers

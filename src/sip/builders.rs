@@ -6,8 +6,8 @@
 use crate::sip::message as msg;
 use bytes::Bytes;
 use rsipstack::sip::{
-    CSeq, CallId, ContentLength, From, Header, Headers, MaxForwards, Method, Request, Response,
-    Route, SipMessage, StatusCode, To, Uri, Version, Via,
+    CSeq, CallId, ContentLength, ContentType, From, Header, Headers, MaxForwards, Method, Request,
+    Response, Route, SipMessage, StatusCode, To, Uri, Version, Via,
 };
 
 /// Builds a response to `req` carrying its Via, From, To (with `to_tag` added when the To has
@@ -122,8 +122,10 @@ pub struct DialogRequest<'a> {
     pub cseq: u32,
     /// Route values toward the peer, in order.
     pub routes: &'a [String],
-    /// Extra headers (e.g. `Reason`).
+    /// Extra headers (e.g. `Reason`, `Event`).
     pub extra: Vec<Header>,
+    /// A body and its content type.
+    pub body: Option<(&'a str, &'a [u8])>,
 }
 
 impl DialogRequest<'_> {
@@ -144,13 +146,22 @@ impl DialogRequest<'_> {
         for h in &self.extra {
             headers.push(h.clone());
         }
-        headers.push(Header::ContentLength(ContentLength::new("0")));
+        let body = match self.body {
+            Some((content_type, body)) => {
+                headers.push(Header::ContentType(ContentType::new(content_type)));
+                body.to_vec()
+            }
+            None => Vec::new(),
+        };
+        headers.push(Header::ContentLength(ContentLength::new(
+            body.len().to_string(),
+        )));
         let request = Request {
             method: self.method,
             uri: self.target.clone(),
             version: Version::V2,
             headers,
-            body: Vec::new(),
+            body,
         };
         Bytes::from(request.to_bytes())
     }
@@ -246,6 +257,7 @@ Content-Length: 4\r\n\r\nwine";
             cseq: 8,
             routes: &routes,
             extra: Vec::new(),
+            body: Some(("text/plain", b"bye")),
         };
         let t = text(&bye.to_bytes());
         assert!(
@@ -255,6 +267,10 @@ Content-Length: 4\r\n\r\nwine";
         assert!(t.contains("Route: <sip:10.0.0.7;lr>\r\n"));
         assert!(t.contains("CSeq: 8 BYE\r\n"));
         assert!(t.contains("To: <sip:service1@portal.com>;tag=x9\r\n"));
+        assert!(
+            t.ends_with("Content-Type: text/plain\r\nContent-Length: 3\r\n\r\nbye"),
+            "{t}"
+        );
         assert!(matches!(
             msg::parse(t.as_bytes()),
             Ok(SipMessage::Request(_))

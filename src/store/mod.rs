@@ -28,6 +28,7 @@ mod directory;
 mod entities;
 mod error;
 mod keys;
+mod session_changes;
 mod session_writer;
 mod sessions;
 mod users;
@@ -51,6 +52,7 @@ pub use directory::{
 };
 pub use error::StoreError;
 pub use keys::{KeyRotation, KeyStatus, NewSigningKey, SigningKeyRecord};
+pub use session_changes::{SessionChange, MAX_CHANGE_BODY};
 pub use session_writer::{SessionEvent, SessionWriter};
 pub use sessions::{Party, SessionFilter, SessionRecord, SessionState};
 pub use users::UserRecord;

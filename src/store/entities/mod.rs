@@ -6,6 +6,7 @@ pub mod app_servers;
 pub mod registrations;
 pub mod service_routes;
 pub mod services;
+pub mod session_changes;
 pub mod sessions;
 pub mod signing_keys;
 pub mod users;
