@@ -11,6 +11,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20251126_000001_initial;
 mod m20261126_000002_signing_keys;
 mod m20261126_000003_api_keys;
+mod m20261201_000004_billing;
 
 /// Runs Tollgate's migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20251126_000001_initial::Migration),
             Box::new(m20261126_000002_signing_keys::Migration),
             Box::new(m20261126_000003_api_keys::Migration),
+            Box::new(m20261201_000004_billing::Migration),
         ]
     }
 }

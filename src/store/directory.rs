@@ -21,6 +21,10 @@ pub struct AppServerRecord {
     pub name: String,
     pub uri: String,
     pub created_at: i64,
+    /// The operator's commission on the server's settlement, in basis points (1500 = 15 %).
+    pub commission_bps: i32,
+    /// Where its webhooks are POSTed, if anywhere.
+    pub webhook_url: Option<String>,
 }
 
 impl From<app_servers::Model> for AppServerRecord {
@@ -30,6 +34,8 @@ impl From<app_servers::Model> for AppServerRecord {
             name: m.name,
             uri: m.uri,
             created_at: m.created_at,
+            commission_bps: m.commission_bps,
+            webhook_url: m.webhook_url,
         }
     }
 }
@@ -55,6 +61,8 @@ impl ServiceRecord {
 /// HA1 hashes are password equivalents and must not leak into an API response by accident.
 #[derive(Debug, Clone)]
 pub struct UserCredentials {
+    /// The user's id, recorded on the sessions (and bills) of the user.
+    pub id: String,
     pub realm: String,
     pub ha1_md5: String,
     pub ha1_sha256: String,
@@ -65,7 +73,14 @@ pub struct UserCredentials {
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     pub users: HashMap<String, UserCredentials>,
-    pub services: HashMap<String, Vec<AppServerRecord>>,
+    pub services: HashMap<String, DirectoryService>,
+}
+
+/// A service as the relay routes it: its id and its application servers, in order.
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryService {
+    pub id: String,
+    pub app_servers: Vec<AppServerRecord>,
 }
 
 pub(super) fn validate_app_server(name: &str, uri: &str) -> Result<(), StoreError> {
@@ -127,6 +142,9 @@ impl Store {
             name: Set(name.to_owned()),
             uri: Set(uri.to_owned()),
             created_at: Set(now_ms()),
+            commission_bps: Set(0),
+            webhook_url: Set(None),
+            deleted_at: Set(None),
         };
         let inserted = model.insert(&self.db).await.map_err(|e| {
             StoreError::conflict_on_unique(e, || {
@@ -136,9 +154,10 @@ impl Store {
         Ok(inserted.into())
     }
 
-    /// Every application server, by name.
+    /// Every application server (not deleted), by name.
     pub async fn list_app_servers(&self) -> Result<Vec<AppServerRecord>, StoreError> {
         let rows = app_servers::Entity::find()
+            .filter(app_servers::Column::DeletedAt.is_null())
             .order_by_asc(app_servers::Column::Name)
             .all(&self.db)
             .await?;
@@ -169,6 +188,7 @@ impl Store {
         let txn = self.begin_write().await?;
         let found: HashMap<String, app_servers::Model> = app_servers::Entity::find()
             .filter(app_servers::Column::Name.is_in(app_servers.iter().cloned()))
+            .filter(app_servers::Column::DeletedAt.is_null())
             .all(&txn)
             .await?
             .into_iter()
@@ -187,6 +207,7 @@ impl Store {
             name: Set(name.clone()),
             domain: Set(domain.clone()),
             created_at: Set(now_ms()),
+            deleted_at: Set(None),
         }
         .insert(&txn)
         .await
@@ -238,6 +259,7 @@ impl Store {
                 .into_iter()
                 .map(|u| {
                     let credentials = UserCredentials {
+                        id: u.id,
                         realm: u.realm,
                         ha1_md5: u.ha1_md5,
                         ha1_sha256: u.ha1_sha256,
@@ -247,7 +269,14 @@ impl Store {
                 .collect(),
             services: services
                 .into_iter()
-                .map(|s| (s.address().to_lowercase(), s.app_servers))
+                .map(|s| {
+                    let key = s.address().to_lowercase();
+                    let service = DirectoryService {
+                        id: s.id,
+                        app_servers: s.app_servers,
+                    };
+                    (key, service)
+                })
                 .collect(),
         })
     }
@@ -256,6 +285,7 @@ impl Store {
 /// Services with their ordered application servers, in three queries.
 async fn read_services<C: ConnectionTrait>(db: &C) -> Result<Vec<ServiceRecord>, StoreError> {
     let servers: HashMap<String, AppServerRecord> = app_servers::Entity::find()
+        .filter(app_servers::Column::DeletedAt.is_null())
         .all(db)
         .await?
         .into_iter()
@@ -278,6 +308,7 @@ async fn read_services<C: ConnectionTrait>(db: &C) -> Result<Vec<ServiceRecord>,
         }
     }
     let services = services::Entity::find()
+        .filter(services::Column::DeletedAt.is_null())
         .order_by_asc(services::Column::Domain)
         .order_by_asc(services::Column::Name)
         .all(db)

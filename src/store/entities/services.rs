@@ -10,6 +10,8 @@ pub struct Model {
     pub name: String,
     pub domain: String,
     pub created_at: i64,
+    /// Set when deleted; the row stays for history.
+    pub deleted_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,21 @@
+//! The `webhook_secrets` table: HMAC keys that sign an application server's webhooks.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "webhook_secrets")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub app_server_id: String,
+    /// `whsec_…`; kept in the clear because signing needs it.
+    pub secret: String,
+    pub created_at: i64,
+    /// A replaced secret still signs until then; `None` while current.
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
