@@ -106,7 +106,7 @@ async fn resolve(state: &ApiState, key: &str) -> Result<Option<Principal>, ApiEr
         return Ok(state
             .inner
             .store
-            .app_server_for_api_key(key)
+            .app_server_for_api_key(key, state.now_ms())
             .await?
             .map(Principal::AppServer));
     }

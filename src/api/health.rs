@@ -201,6 +201,8 @@ mod tests {
                     per_second: 0.0,
                     burst: 1,
                 },
+                key_grace_ms: 0,
+                secret_grace_ms: 0,
             },
         });
         let down = readyz(State(state.clone())).await;

@@ -489,8 +489,15 @@ impl Core {
                 id: session_id.clone(),
                 call_id: call_id.clone(),
                 caller: caller.clone(),
+                user_id: snapshot
+                    .users
+                    .get(&caller)
+                    .map(|u| u.id.clone())
+                    .unwrap_or_default(),
                 service: service.clone(),
+                service_id: target.service_id.clone(),
                 app_server: target.name.clone(),
+                app_server_id: target.id.clone(),
                 node: self.settings.node_id.clone(),
                 at: now,
             });
