@@ -302,10 +302,10 @@ async fn directory_holds_credentials_and_routes(store: Store, _url: String) {
     assert_eq!(directory.users["bob"].realm, "other.org");
     assert_eq!(directory.services.len(), 2);
     assert_eq!(
-        directory.services["service1@portal.com"],
+        directory.services["service1@portal.com"].app_servers,
         [shop1, shop2.clone()]
     );
-    assert_eq!(directory.services["wine@portal.com"], [shop2]);
+    assert_eq!(directory.services["wine@portal.com"].app_servers, [shop2]);
 }
 
 fn created(id: &str, at: i64) -> SessionEvent {
@@ -317,8 +317,11 @@ fn created_on(id: &str, node: &str, at: i64) -> SessionEvent {
         id: id.into(),
         call_id: format!("call-{id}"),
         caller: "alice".into(),
+        user_id: "user-alice".into(),
         service: "service1@portal.com".into(),
+        service_id: "service-1".into(),
         app_server: "shop1".into(),
+        app_server_id: "shop-1".into(),
         node: node.into(),
         at,
     }

@@ -114,6 +114,8 @@ pub struct Session {
     pub node: String,
     /// What the session cost by its duration, once it ended under a tariff; absent before,
     /// and for services without a tariff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Money, required = false)]
     pub time_charge: Option<Money>,
 }
 

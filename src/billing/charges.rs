@@ -156,9 +156,11 @@ fn check_metadata(metadata: &Map<String, Value>) -> Result<(), String> {
         }
         match value {
             Value::String(s) if s.chars().count() <= MAX_METADATA_VALUE_CHARS => {}
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "metadata.{key} must be a string of at most {MAX_METADATA_VALUE_CHARS} characters"
-            )),
+            ))
+            }
         }
     }
     Ok(())

@@ -39,6 +39,8 @@ pub struct StatementSession {
     pub ended_at: Option<i64>,
     pub duration_ms: Option<i64>,
     /// `null` when the service had no tariff when the session was confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Money, required = false)]
     pub time_charge: Option<Money>,
 }
 
