@@ -864,16 +864,18 @@ async fn webhooks_are_signed_retried_and_survive_a_restart(store: Store, url: St
         total += 1;
         w.clock.advance(retry_delay_ms(round + 1));
     }
-    let r = received.lock().unwrap();
-    assert_eq!(r.bodies.len(), total);
-    assert!(r.verified.iter().all(|v| *v), "every signature verifies");
-    let bodies: std::collections::HashSet<&String> = r.bodies.iter().collect();
-    assert_eq!(bodies.len(), 1, "every attempt sends the same bytes");
-    let event: Value = serde_json::from_str(&r.bodies[0]).unwrap();
+    let (bodies, verified) = {
+        let r = received.lock().unwrap();
+        (r.bodies.clone(), r.verified.clone())
+    };
+    assert_eq!(bodies.len(), total);
+    assert!(verified.iter().all(|v| *v), "every signature verifies");
+    let distinct: std::collections::HashSet<&String> = bodies.iter().collect();
+    assert_eq!(distinct.len(), 1, "every attempt sends the same bytes");
+    let event: Value = serde_json::from_str(&bodies[0]).unwrap();
     assert_eq!(event["type"], "charge.created");
     assert!(event["id"].as_str().unwrap().starts_with("evt_"));
     assert_eq!(event["data"]["id"], charge[0].id);
-    drop(r);
     // The session's end is an event too, written with the termination.
     w.end("hooked", T0 + 20_000, 19_900).await;
     let events = w.store.webhook_events_of(&w.shop1.0).await.unwrap();

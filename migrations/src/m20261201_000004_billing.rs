@@ -152,12 +152,11 @@ impl MigrationTrait for Migration {
             text_null(Sessions::AppServerId),
             text_null(Sessions::TariffId),
         ] {
-            let mut column = column;
             manager
                 .alter_table(
                     Table::alter()
                         .table(Sessions::Table)
-                        .add_column(&mut column)
+                        .add_column(column)
                         .to_owned(),
                 )
                 .await?;
@@ -167,12 +166,11 @@ impl MigrationTrait for Migration {
             text_null(AppServers::WebhookUrl),
             big_integer_null(AppServers::DeletedAt),
         ] {
-            let mut column = column;
             manager
                 .alter_table(
                     Table::alter()
                         .table(AppServers::Table)
-                        .add_column(&mut column)
+                        .add_column(column)
                         .to_owned(),
                 )
                 .await?;
@@ -181,7 +179,7 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(Services::Table)
-                    .add_column(&mut big_integer_null(Services::DeletedAt))
+                    .add_column(big_integer_null(Services::DeletedAt))
                     .to_owned(),
             )
             .await?;
@@ -189,7 +187,7 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(ApiKeys::Table)
-                    .add_column(&mut big_integer_null(ApiKeys::ExpiresAt))
+                    .add_column(big_integer_null(ApiKeys::ExpiresAt))
                     .to_owned(),
             )
             .await?;

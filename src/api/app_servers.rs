@@ -141,6 +141,7 @@ pub struct ReissueParams {
 
 /// One page of application servers, by name.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"items": [{"id": "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a", "name": "shop1", "uri": "sip:shop1.example.com:5060", "commission_bps": 1500, "webhook_url": null, "created_at": "2026-12-01T09:00:00.000Z"}], "next_cursor": "WyJ2MSIsImFwcC1zZXJ2ZXJzIiwic2hvcDEiXQ"}))]
 pub struct AppServerList {
     pub items: Vec<AppServer>,
     /// Pass as `cursor` for the next page; absent on the last page.

@@ -35,6 +35,7 @@ use crate::store::{
 
 /// One page of charges, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"items": [{"id": "ch_6f1c2a9e0b7d4f1e9a3c5b7d9e1f3a5c", "session_id": "0b6c7b4e-1f2a-4c3d-9e8f-7a6b5c4d3e2f", "user_id": "4e3d2c1b-0a9f-4e8d-7c6b-5a4f3e2d1c0b", "app_server_id": "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a", "description": "Glass of Barolo", "unit_amount": 1200, "quantity": 2, "amount": 2400, "currency": "EUR", "source": "rest", "created_at": "2026-12-01T21:54:13.123Z"}], "next_cursor": null}))]
 pub struct ChargePage {
     pub items: Vec<Charge>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -278,15 +279,11 @@ pub async fn list_charges(
     ApiQuery(params): ApiQuery<ListChargesParams>,
 ) -> Result<Json<ChargePage>, ApiError> {
     let limit = pagination::limit(params.limit)?;
-    let app_server_id = match (&principal, params.app_server_id) {
-        (Principal::Operator, wanted) => wanted,
-        (Principal::AppServer(own), Some(wanted)) if wanted != own.id => {
-            return Ok(Json(ChargePage {
-                items: Vec::new(),
-                next_cursor: None,
-            }))
-        }
-        (Principal::AppServer(own), _) => Some(own.id.clone()),
+    let Some(app_server_id) = principal.app_server_filter(params.app_server_id) else {
+        return Ok(Json(ChargePage {
+            items: Vec::new(),
+            next_cursor: None,
+        }));
     };
     let query = LedgerQuery {
         kind: Some(KIND_ITEM),
@@ -404,7 +401,7 @@ pub async fn create_adjustment(
             other => other.into(),
         })?;
     match outcome {
-        AdjustmentOutcome::Created(record, _) => {
+        AdjustmentOutcome::Created(record) => {
             Ok((StatusCode::CREATED, Json(Adjustment::from_record(&record))).into_response())
         }
         AdjustmentOutcome::Recorded(Recorded::Same(stored)) => Ok(replay(stored)),

@@ -49,6 +49,7 @@ pub struct Problem {
 
 /// One offending input field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"field": "unit_amount", "message": "unit_amount must be an integer from 0 to 1000000000000 (minor units)"}))]
 pub struct FieldError {
     /// The field: a JSON path into the body (`name`, `app_servers[1]`), a query or form
     /// parameter (`cursor`, `token`), or a header (`content-type`).

@@ -76,6 +76,7 @@ pub struct NewService {
 
 /// One page of services, by domain then name.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"items": [{"id": "5d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6", "name": "wine", "domain": "portal.com", "address": "wine@portal.com", "app_servers": [], "created_at": "2026-12-01T09:05:00.000Z"}], "next_cursor": null}))]
 pub struct ServiceList {
     pub items: Vec<Service>,
     /// Pass as `cursor` for the next page; absent on the last page.

@@ -24,6 +24,7 @@ use crate::store::{SessionQuery, SessionRecord, SessionState};
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!("confirmed"))]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStatus {
     /// INVITE relayed, no final answer yet.
@@ -153,6 +154,7 @@ impl Session {
 
 /// One page of sessions, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"items": [], "next_cursor": "WyJ2MSIsInNlc3Npb25zIiwiMTc5NTY1MTIwMDAwMCIsInMxIl0"}))]
 pub struct SessionPage {
     pub items: Vec<Session>,
     /// Pass as `cursor` for the next page; absent on the last page.

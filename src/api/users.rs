@@ -73,6 +73,7 @@ pub struct UserPatch {
 
 /// One page of users, by name.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"items": [{"id": "4e3d2c1b-0a9f-4e8d-7c6b-5a4f3e2d1c0b", "name": "alice", "realm": "portal.com", "created_at": "2026-12-01T09:00:00.000Z"}], "next_cursor": null}))]
 pub struct UserList {
     pub items: Vec<User>,
     /// Pass as `cursor` for the next page; absent on the last page.

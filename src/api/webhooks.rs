@@ -92,6 +92,7 @@ impl From<DeliveryRecord> for WebhookDelivery {
 
 /// One page of delivery attempts, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"items": [], "next_cursor": null}))]
 pub struct WebhookDeliveryPage {
     pub items: Vec<WebhookDelivery>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -190,15 +191,11 @@ pub async fn list_webhook_deliveries(
     ApiQuery(params): ApiQuery<ListDeliveriesParams>,
 ) -> Result<Json<WebhookDeliveryPage>, ApiError> {
     let limit = pagination::limit(params.limit)?;
-    let app_server_id = match (&principal, params.app_server_id) {
-        (Principal::Operator, wanted) => wanted,
-        (Principal::AppServer(own), Some(wanted)) if wanted != own.id => {
-            return Ok(Json(WebhookDeliveryPage {
-                items: Vec::new(),
-                next_cursor: None,
-            }))
-        }
-        (Principal::AppServer(own), _) => Some(own.id.clone()),
+    let Some(app_server_id) = principal.app_server_filter(params.app_server_id) else {
+        return Ok(Json(WebhookDeliveryPage {
+            items: Vec::new(),
+            next_cursor: None,
+        }));
     };
     let query = DeliveryQuery {
         app_server_id,

@@ -30,6 +30,7 @@ pub const MAX_METADATA_VALUE_CHARS: usize = 500;
 
 /// How a charge reached the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!("sip_info"))]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeSource {
     /// `POST /v1/sessions/{id}/charges`.

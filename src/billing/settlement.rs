@@ -38,6 +38,7 @@ pub struct SettlementSession {
 
 /// An application server's settlement for `[from, to)`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"app_server_id": "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a", "app_server": "shop1", "from": "2026-12-01T00:00:00.000Z", "to": "2027-01-01T00:00:00.000Z", "commission_bps": 1500, "gross": [{"currency": "EUR", "amount": 33540}], "commission": [{"currency": "EUR", "amount": 5031}], "net": [{"currency": "EUR", "amount": 28509}], "sessions": [{"session_id": "0b6c7b4e-1f2a-4c3d-9e8f-7a6b5c4d3e2f", "user_id": "4e3d2c1b-0a9f-4e8d-7c6b-5a4f3e2d1c0b", "currency": "EUR", "time_amount": 230, "items_amount": 2250, "adjustments_amount": 0, "gross": 2480}], "other_adjustments": []}))]
 pub struct Settlement {
     pub app_server_id: String,
     pub app_server: String,

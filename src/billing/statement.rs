@@ -83,6 +83,7 @@ impl Adjustment {
 
 /// A user's statement for `[from, to)`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"user_id": "4e3d2c1b-0a9f-4e8d-7c6b-5a4f3e2d1c0b", "user": "alice", "from": "2026-12-01T00:00:00.000Z", "to": "2027-01-01T00:00:00.000Z", "sessions": [], "charges": [], "adjustments": [{"id": "adj_0f9e8d7c6b5a49382716f5e4d3c2b1a0", "user_id": "4e3d2c1b-0a9f-4e8d-7c6b-5a4f3e2d1c0b", "app_server_id": null, "session_id": null, "amount": -500, "currency": "EUR", "reason": "Goodwill credit", "created_at": "2026-12-01T21:00:00.000Z"}], "totals": [{"currency": "EUR", "amount": -500}]}))]
 pub struct Statement {
     pub user_id: String,
     pub user: String,

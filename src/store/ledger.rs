@@ -462,7 +462,7 @@ impl Store {
             .exec_without_returning(&txn)
             .await?;
         txn.commit().await?;
-        Ok(AdjustmentOutcome::Created(record, response))
+        Ok(AdjustmentOutcome::Created(Box::new(record)))
     }
 
     /// Ledger entries matching `query`, newest first.
@@ -591,7 +591,9 @@ impl Store {
 /// What [`Store::add_adjustment`] did.
 #[derive(Debug, Clone)]
 pub enum AdjustmentOutcome {
-    Created(LedgerRecord, StoredResponse),
+    /// Written now.
+    Created(Box<LedgerRecord>),
+    /// The key was seen before: the same request (replay) or another one.
     Recorded(Recorded),
 }
 

@@ -147,6 +147,14 @@ pub struct AttemptOutcome {
     pub retry_at: Option<i64>,
 }
 
+/// No dispatcher holds the event at `now_ms`.
+fn lease_free(now_ms: i64) -> Condition {
+    use webhook_events::Column as C;
+    Condition::any()
+        .add(C::LeaseUntil.is_null())
+        .add(C::LeaseUntil.lt(now_ms))
+}
+
 impl Store {
     /// Claims up to `limit` events due at `now_ms` for `lease_ms`, oldest first.
     pub async fn claim_due_events(
@@ -159,11 +167,7 @@ impl Store {
         let candidates = webhook_events::Entity::find()
             .filter(C::State.eq(EVENT_PENDING))
             .filter(C::NextAttemptAt.lte(now_ms))
-            .filter(
-                Condition::any()
-                    .add(C::LeaseUntil.is_null())
-                    .add(C::LeaseUntil.lt(now_ms)),
-            )
+            .filter(lease_free(now_ms))
             .order_by_asc(C::NextAttemptAt)
             .limit(limit)
             .all(&self.db)
@@ -175,11 +179,7 @@ impl Store {
                 .col_expr(C::LeaseUntil, Expr::value(now_ms + lease_ms))
                 .filter(C::Id.eq(event.id.as_str()))
                 .filter(C::State.eq(EVENT_PENDING))
-                .filter(
-                    Condition::any()
-                        .add(C::LeaseUntil.is_null())
-                        .add(C::LeaseUntil.lt(now_ms)),
-                )
+                .filter(lease_free(now_ms))
                 .exec(&self.db)
                 .await?
                 .rows_affected
