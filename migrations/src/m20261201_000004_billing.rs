@@ -11,7 +11,7 @@
 //! - `ledger_entries`: time charges, item charges and adjustments. Never updated or deleted.
 //! - `idempotency_keys`: one row per `(scope, key)`, written in the transaction of what it made.
 //! - `webhook_events` (the outbox) and `webhook_deliveries` (every attempt and its answer).
-//! - `webhook_secrets`: HMAC keys per application server; a replaced one keeps signing until
+//! - `webhook_signing_keys`: HMAC keys (webhook secrets) per application server; a replaced one keeps signing until
 //!   its `expires_at`.
 
 use sea_orm_migration::{prelude::*, schema::*};
@@ -128,11 +128,11 @@ enum WebhookDeliveries {
 }
 
 #[derive(DeriveIden)]
-enum WebhookSecrets {
+enum WebhookSigningKeys {
     Table,
     Id,
     AppServerId,
-    Secret,
+    SigningKey,
     CreatedAt,
     ExpiresAt,
 }
@@ -391,21 +391,21 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
-                    .table(WebhookSecrets::Table)
-                    .col(text(WebhookSecrets::Id).primary_key())
-                    .col(text(WebhookSecrets::AppServerId))
-                    .col(text(WebhookSecrets::Secret))
-                    .col(big_integer(WebhookSecrets::CreatedAt))
-                    .col(big_integer_null(WebhookSecrets::ExpiresAt))
+                    .table(WebhookSigningKeys::Table)
+                    .col(text(WebhookSigningKeys::Id).primary_key())
+                    .col(text(WebhookSigningKeys::AppServerId))
+                    .col(text(WebhookSigningKeys::SigningKey))
+                    .col(big_integer(WebhookSigningKeys::CreatedAt))
+                    .col(big_integer_null(WebhookSigningKeys::ExpiresAt))
                     .to_owned(),
             )
             .await?;
         manager
             .create_index(
                 Index::create()
-                    .name("ix_webhook_secrets_app_server")
-                    .table(WebhookSecrets::Table)
-                    .col(WebhookSecrets::AppServerId)
+                    .name("ix_webhook_signing_keys_app_server")
+                    .table(WebhookSigningKeys::Table)
+                    .col(WebhookSigningKeys::AppServerId)
                     .to_owned(),
             )
             .await?;
@@ -414,7 +414,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
-            WebhookSecrets::Table.into_iden(),
+            WebhookSigningKeys::Table.into_iden(),
             WebhookDeliveries::Table.into_iden(),
             WebhookEvents::Table.into_iden(),
             IdempotencyKeys::Table.into_iden(),

@@ -17,7 +17,7 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 
-use super::entities::{app_servers, webhook_deliveries, webhook_events, webhook_secrets};
+use super::entities::{app_servers, webhook_deliveries, webhook_events, webhook_signing_keys};
 use super::{new_id, Store, StoreError};
 
 /// Event states.
@@ -358,20 +358,20 @@ impl Store {
         now_ms: i64,
         grace_ms: i64,
     ) -> Result<crate::config::Secret, StoreError> {
-        use webhook_secrets::Column as C;
+        use webhook_signing_keys::Column as C;
         let txn = self.begin_write().await?;
         super::api_queries::live_app_server(&txn, app_server_id).await?;
-        webhook_secrets::Entity::update_many()
+        webhook_signing_keys::Entity::update_many()
             .col_expr(C::ExpiresAt, Expr::value(now_ms + grace_ms))
             .filter(C::AppServerId.eq(app_server_id))
             .filter(C::ExpiresAt.is_null())
             .exec(&txn)
             .await?;
         let secret = super::api_keys::random_token("whsec_");
-        webhook_secrets::ActiveModel {
+        webhook_signing_keys::ActiveModel {
             id: Set(new_id()),
             app_server_id: Set(app_server_id.to_owned()),
-            secret: Set(secret.expose().to_owned()),
+            signing_key: Set(secret.expose().to_owned()),
             created_at: Set(now_ms),
             expires_at: Set(None),
         }
@@ -387,8 +387,8 @@ impl Store {
         app_server_id: &str,
         now_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
-        use webhook_secrets::Column as C;
-        let rows = webhook_secrets::Entity::find()
+        use webhook_signing_keys::Column as C;
+        let rows = webhook_signing_keys::Entity::find()
             .filter(C::AppServerId.eq(app_server_id))
             .filter(
                 Condition::any()
@@ -398,6 +398,6 @@ impl Store {
             .order_by_desc(C::CreatedAt)
             .all(&self.db)
             .await?;
-        Ok(rows.into_iter().map(|r| r.secret).collect())
+        Ok(rows.into_iter().map(|r| r.signing_key).collect())
     }
 }

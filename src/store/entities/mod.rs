@@ -14,4 +14,4 @@ pub mod tariffs;
 pub mod users;
 pub mod webhook_deliveries;
 pub mod webhook_events;
-pub mod webhook_secrets;
+pub mod webhook_signing_keys;
