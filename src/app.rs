@@ -6,6 +6,7 @@ use crate::api::{self, ApiParts, ApiSettings, ApiState, RateLimit, Readiness};
 use crate::clock::SharedClock;
 use crate::config::{ChallengeStyle, Config, Listen, Protocol};
 use crate::metrics::Metrics;
+use crate::notify::{Dispatcher, DispatcherSettings};
 use crate::relay::auth::{AuthSettings, Authenticator, ChallengeKind};
 use crate::relay::core::{Core, CoreParts, CoreSettings};
 use crate::relay::directory::DirectoryCache;
@@ -85,7 +86,9 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             ));
         }
     }
-    let store = Store::connect(&config.database.url).await?;
+    let store = Store::connect(&config.database.url)
+        .await?
+        .with_charge_grace_ms(secs_to_ms(config.billing.charge_grace_secs));
     let closed = store
         .close_interrupted_sessions(&config.node_id, clock.now_ms())
         .await?;
@@ -176,8 +179,20 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
                 per_second: config.api.rate_limit_per_second,
                 burst: config.api.rate_limit_burst,
             },
+            key_grace_ms: secs_to_ms(config.api.key_grace_secs),
+            secret_grace_ms: secs_to_ms(config.webhooks.secret_grace_secs),
         },
     });
+    let webhooks = Dispatcher::new(
+        store.clone(),
+        clock.clone(),
+        DispatcherSettings {
+            max_age_ms: secs_to_ms(config.webhooks.max_age_secs),
+            ..DispatcherSettings::default()
+        },
+    )
+    .spawn();
+    let purge = spawn_idempotency_purge(store.clone(), clock.clone());
     let core = Core::new(
         CoreSettings {
             node_id: config.node_id.clone(),
@@ -220,7 +235,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         store,
         metrics,
         directory,
-        tasks: vec![core_task, refresh, key_reload, http_task],
+        tasks: vec![core_task, refresh, key_reload, http_task, webhooks, purge],
         writer,
     })
 }
@@ -247,6 +262,26 @@ fn tls_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, AppError> {
     .with_single_cert(chain, key)
     .map_err(|e| bad("tls_cert", &e))?;
     Ok(Some(TlsAcceptor::from(Arc::new(server))))
+}
+
+/// Seconds from the configuration as milliseconds, saturating.
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// Deletes idempotency records past their 24 hours, once an hour.
+fn spawn_idempotency_purge(store: Store, clock: SharedClock) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match store.purge_idempotency_keys(clock.now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired idempotency records deleted"),
+                Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
+            }
+        }
+    })
 }
 
 /// Picks up key rotations made by another process or node (and drops expired retired keys

@@ -53,3 +53,80 @@ impl Clock for ManualClock {
 
 /// The clock handle passed around the application.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// Timestamps as the REST API and webhooks show them: RFC 3339 strings in UTC with
+/// milliseconds (`2026-12-01T21:54:13.123Z`), for `#[serde(with = "crate::clock::rfc3339")]`
+/// on an `i64` of milliseconds since the epoch. Parsing accepts any RFC 3339 offset.
+pub mod rfc3339 {
+    use super::Millis;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+
+    /// `ms` as RFC 3339 in UTC with millisecond precision.
+    pub fn format(ms: Millis) -> String {
+        let nanos = i128::from(ms) * 1_000_000;
+        let at =
+            OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let fmt = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        at.format(&fmt).unwrap_or_default()
+    }
+
+    /// Milliseconds since the epoch of an RFC 3339 timestamp (any offset); sub-millisecond
+    /// digits are dropped.
+    pub fn parse(text: &str) -> Result<Millis, String> {
+        let at = OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|e| {
+            format!("{text:?} is not an RFC 3339 timestamp (e.g. 2026-12-01T09:30:00Z): {e}")
+        })?;
+        Millis::try_from(at.unix_timestamp_nanos().div_euclid(1_000_000))
+            .map_err(|_| format!("{text:?} is out of range"))
+    }
+
+    pub fn serialize<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// The same for `Option<i64>` (`null` when absent).
+    pub mod option {
+        use super::Millis;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
+            match ms {
+                Some(ms) => s.serialize_str(&super::format(*ms)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Millis>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|t| super::parse(&t).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn round_trips_with_milliseconds_and_reads_offsets() {
+            assert_eq!(super::format(0), "1970-01-01T00:00:00.000Z");
+            let ms = 1_764_625_453_123;
+            assert_eq!(super::format(ms), "2025-12-01T21:44:13.123Z");
+            assert_eq!(super::parse(&super::format(ms)), Ok(ms));
+            assert_eq!(
+                super::parse("2025-12-01T22:44:13.123+01:00"),
+                Ok(ms),
+                "an offset is honoured"
+            );
+            assert!(super::parse("2025-12-01").is_err());
+            assert!(super::parse("yesterday").is_err());
+        }
+    }
+}

@@ -8,6 +8,10 @@
 //! The REST API: `[api] operator_key` / `TOLLGATE_OPERATOR_KEY`, `[api] rate_limit_per_second`
 //! / `TOLLGATE_API_RATE_LIMIT_PER_SECOND`, `[api] rate_limit_burst` /
 //! `TOLLGATE_API_RATE_LIMIT_BURST`.
+//! `[api] key_grace_secs` / `TOLLGATE_API_KEY_GRACE_SECS`.
+//! Billing: `[billing] charge_grace_secs` / `TOLLGATE_BILLING_CHARGE_GRACE_SECS`. Webhooks:
+//! `[webhooks] max_age_secs` / `TOLLGATE_WEBHOOKS_MAX_AGE_SECS`, `[webhooks]
+//! secret_grace_secs` / `TOLLGATE_WEBHOOKS_SECRET_GRACE_SECS`.
 //! Secrets are wrapped in [`Secret`] so they never reach a log line.
 
 use serde::Deserialize;
@@ -238,6 +242,9 @@ pub struct ApiConfig {
     pub rate_limit_per_second: f64,
     /// Requests a quiet client may send at once.
     pub rate_limit_burst: u32,
+    /// How long an application server's previous API key keeps working after a reissue
+    /// (unless the operator revokes it at once).
+    pub key_grace_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -246,6 +253,42 @@ impl Default for ApiConfig {
             operator_key: None,
             rate_limit_per_second: 50.0,
             rate_limit_burst: 100,
+            key_grace_secs: 24 * 60 * 60,
+        }
+    }
+}
+
+/// Billing (`[billing]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingConfig {
+    /// How long after a session ends its application server may still add charges.
+    pub charge_grace_secs: u64,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            charge_grace_secs: 600,
+        }
+    }
+}
+
+/// Webhooks (`[webhooks]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// How long an undelivered event is retried, counted from the event.
+    pub max_age_secs: u64,
+    /// How long a replaced webhook secret still signs events.
+    pub secret_grace_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            max_age_secs: 3 * 24 * 60 * 60,
+            secret_grace_secs: 24 * 60 * 60,
         }
     }
 }
@@ -261,6 +304,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub tokens: TokensConfig,
     pub api: ApiConfig,
+    pub billing: BillingConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 impl Default for DatabaseConfig {
@@ -316,6 +361,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             tokens: TokensConfig::default(),
             api: ApiConfig::default(),
+            billing: BillingConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -414,6 +461,18 @@ impl Config {
         }
         if let Some(v) = get("TOLLGATE_API_RATE_LIMIT_BURST") {
             self.api.rate_limit_burst = parse("TOLLGATE_API_RATE_LIMIT_BURST", &v)?;
+        }
+        if let Some(v) = get("TOLLGATE_API_KEY_GRACE_SECS") {
+            self.api.key_grace_secs = parse("TOLLGATE_API_KEY_GRACE_SECS", &v)?;
+        }
+        if let Some(v) = get("TOLLGATE_BILLING_CHARGE_GRACE_SECS") {
+            self.billing.charge_grace_secs = parse("TOLLGATE_BILLING_CHARGE_GRACE_SECS", &v)?;
+        }
+        if let Some(v) = get("TOLLGATE_WEBHOOKS_MAX_AGE_SECS") {
+            self.webhooks.max_age_secs = parse("TOLLGATE_WEBHOOKS_MAX_AGE_SECS", &v)?;
+        }
+        if let Some(v) = get("TOLLGATE_WEBHOOKS_SECRET_GRACE_SECS") {
+            self.webhooks.secret_grace_secs = parse("TOLLGATE_WEBHOOKS_SECRET_GRACE_SECS", &v)?;
         }
         Ok(())
     }

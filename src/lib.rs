@@ -8,6 +8,9 @@
 //!   authentication, the service directory, dialogs and session timing.
 //! - [`tokens`]: session tokens (JWT): signing keys and their rotation, minting, the JWK set,
 //!   and the verifier an application server can use.
+//! - [`billing`]: tariffs and time charges, item charges (exactly once), the ledger,
+//!   statements per user and settlements per shop.
+//! - [`notify`]: signed webhooks from an outbox, retried with backoff; their verification.
 //! - [`store`]: sea-orm entities and queries, and the group-commit session writer.
 //! - [`api`]: the HTTP side: REST API under `/v1` (problem+json errors, API keys, rate
 //!   limits), its OpenAPI document and docs UI, the JWK set, `/healthz`, `/readyz`, `/metrics`.
@@ -19,10 +22,12 @@
 
 pub mod api;
 pub mod app;
+pub mod billing;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod metrics;
+pub mod notify;
 pub mod relay;
 pub mod sip;
 pub mod store;

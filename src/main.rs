@@ -53,6 +53,24 @@ enum Command {
         #[command(subcommand)]
         action: ServiceAction,
     },
+    /// Manage service tariffs (time billing).
+    Tariff {
+        #[command(subcommand)]
+        action: TariffAction,
+    },
+    /// Print a user's statement (JSON, or CSV with --csv).
+    Statement {
+        /// The user's name or id.
+        user: String,
+        /// Start of the period, inclusive (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period, exclusive (RFC 3339); now when absent.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        csv: bool,
+    },
     /// Manage the session-token signing keys.
     Keys {
         #[command(subcommand)]
@@ -128,6 +146,29 @@ enum ServiceAction {
     },
     /// List services and their application servers.
     List,
+}
+
+#[derive(Subcommand)]
+enum TariffAction {
+    /// Set the tariff of a service NAME@DOMAIN: a new version for sessions confirmed from now.
+    Set {
+        service: String,
+        /// ISO 4217 currency code, e.g. EUR.
+        #[arg(long)]
+        currency: String,
+        /// Price per minute in minor units (cents).
+        #[arg(long)]
+        per_minute: i64,
+        /// Set-up fee per session in minor units.
+        #[arg(long, default_value_t = 0)]
+        setup: i64,
+        /// Billing increment in seconds.
+        #[arg(long, default_value_t = 60)]
+        increment: i32,
+        /// Free seconds at the start of each session.
+        #[arg(long, default_value_t = 0)]
+        free: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -251,6 +292,88 @@ async fn run(cli: Cli) -> Result<()> {
                         );
                     }
                 }
+            }
+            Ok(())
+        }
+        Command::Tariff {
+            action:
+                TariffAction::Set {
+                    service,
+                    currency,
+                    per_minute,
+                    setup,
+                    increment,
+                    free,
+                },
+        } => {
+            let store = Store::connect(&config.database.url).await?;
+            let wanted = service.to_lowercase();
+            let found = store
+                .list_services()
+                .await?
+                .into_iter()
+                .find(|s| s.address() == wanted)
+                .with_context(|| format!("no service {service}"))?;
+            let tariff = tollgate::billing::Tariff {
+                currency,
+                setup_amount: setup,
+                per_minute_amount: per_minute,
+                increment_secs: increment,
+                free_secs: free,
+            };
+            if let Err((field, message)) = tariff.validate() {
+                bail!("--{}: {message}", field.replace('_', "-"));
+            }
+            let now = tollgate::clock::Clock::now_ms(&SystemClock);
+            let record = store.set_tariff(&found.id, &tariff, now).await?;
+            println!(
+                "tariff of {} set: {} {}/min, setup {}, increment {} s, {} s free (version {}, from {})",
+                found.address(),
+                tariff.currency,
+                tariff.per_minute_amount,
+                tariff.setup_amount,
+                tariff.increment_secs,
+                tariff.free_secs,
+                record.id,
+                tollgate::clock::rfc3339::format(record.effective_from)
+            );
+            Ok(())
+        }
+        Command::Statement {
+            user,
+            from,
+            to,
+            csv,
+        } => {
+            let store = Store::connect(&config.database.url).await?;
+            let found = store
+                .list_users()
+                .await?
+                .into_iter()
+                .find(|u| u.name == user || u.id == user)
+                .with_context(|| format!("no user {user}"))?;
+            let parse = |flag: &str, v: Option<String>| -> Result<Option<i64>> {
+                v.map(|t| {
+                    tollgate::clock::rfc3339::parse(&t)
+                        .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+                })
+                .transpose()
+            };
+            let now = tollgate::clock::Clock::now_ms(&SystemClock);
+            let from = parse("from", from)?.unwrap_or(0);
+            let to = parse("to", to)?.unwrap_or(now + 1);
+            let statement = tollgate::billing::statement::Statement::build(
+                &store,
+                &found.id,
+                &found.name,
+                from,
+                to,
+            )
+            .await?;
+            if csv {
+                print!("{}", statement.to_csv());
+            } else {
+                println!("{}", serde_json::to_string_pretty(&statement)?);
             }
             Ok(())
         }

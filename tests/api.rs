@@ -10,7 +10,7 @@ use common::relay::{start_relay, start_relay_with, test_config, Seed, TestRelay,
 use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use tollgate::clock::{Clock, SystemClock};
+use tollgate::clock::{rfc3339, Clock, SystemClock};
 use tollgate::store::{Party, SessionEvent, SessionWriter, Store};
 use tollgate::tokens::{TokenConfig, TokenIssuer};
 
@@ -489,15 +489,41 @@ async fn keys_are_required_and_can_be_replaced() {
             json!({}),
         )
         .await;
+    assert_eq!(resp.headers()["cache-control"], "no-store");
     let issued = ok(resp, StatusCode::CREATED).await;
-    let new_key = issued["api_key"].as_str().unwrap();
+    let new_key = issued["api_key"].as_str().unwrap().to_owned();
     assert_ne!(new_key, old_key);
-    problem(
+    assert!(issued["previous_valid_until"].is_string(), "{issued}");
+    // The previous key works through its grace period, beside the new one.
+    ok(
         api.get("/v1/sessions", Some(&old_key)).await,
-        StatusCode::UNAUTHORIZED,
+        StatusCode::OK,
     )
     .await;
-    ok(api.get("/v1/sessions", Some(new_key)).await, StatusCode::OK).await;
+    ok(
+        api.get("/v1/sessions", Some(&new_key)).await,
+        StatusCode::OK,
+    )
+    .await;
+    // A leaked key is revoked at once.
+    let resp = api
+        .post(
+            &format!("/v1/app-servers/{id}/api-key?revoke_previous=true"),
+            Some(OPERATOR_KEY),
+            json!({}),
+        )
+        .await;
+    let issued = ok(resp, StatusCode::CREATED).await;
+    assert!(issued["previous_valid_until"].is_null(), "{issued}");
+    let newest = issued["api_key"].as_str().unwrap();
+    for revoked in [&old_key, &new_key] {
+        problem(
+            api.get("/v1/sessions", Some(revoked)).await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    }
+    ok(api.get("/v1/sessions", Some(newest)).await, StatusCode::OK).await;
     let resp = api
         .post(
             "/v1/app-servers/nosuch/api-key",
@@ -546,8 +572,11 @@ impl Seeder {
             id: id.into(),
             call_id: format!("call-{id}"),
             caller: caller.into(),
+            user_id: format!("user-{caller}"),
             service: "service1@portal.com".into(),
+            service_id: "service-1".into(),
             app_server: server.into(),
+            app_server_id: format!("id-{server}"),
             node: "node-1".into(),
             at,
         })
@@ -692,9 +721,10 @@ async fn sessions_page_filter_and_stay_within_their_shop() {
     )
     .await;
     assert_eq!(s1["state"], "terminated");
-    assert_eq!(s1["created_at"], t0);
-    assert_eq!(s1["confirmed_at"], t0 + 1000);
-    assert_eq!(s1["ended_at"], t0 + 61_000);
+    assert_eq!(s1["created_at"], rfc3339::format(t0));
+    assert_eq!(s1["confirmed_at"], rfc3339::format(t0 + 1000));
+    assert_eq!(s1["ended_at"], rfc3339::format(t0 + 61_000));
+    assert_eq!(s1["created_at"], "2026-11-26T00:00:00.000Z");
     assert_eq!(s1["duration_ms"], 60_000);
     assert_eq!(s1["ended_by"], "caller");
     assert_eq!(s1["end_reason"], "bye");
@@ -1066,7 +1096,21 @@ fn every_operation_is_fully_documented() {
             }
         }
     }
-    assert!(operation_ids.len() >= 18, "{operation_ids:?}");
+    assert!(operation_ids.len() >= 34, "{operation_ids:?}");
+    // Every schema carries an example, and every /v1 operation documents its 500.
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        assert!(
+            schema.get("example").is_some(),
+            "schema {name} has no example"
+        );
+    }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if path.starts_with("/v1/") {
+                assert!(op["responses"].get("500").is_some(), "{method} {path}: 500");
+            }
+        }
+    }
     // No oneOf/anyOf without a discriminator anywhere.
     fn walk(v: &Value, at: &str) {
         match v {
@@ -1104,23 +1148,23 @@ async fn store_queries(store: Store) {
         .await
         .unwrap();
     assert_eq!(
-        store.app_server_for_api_key(key.expose()).await.unwrap(),
+        store.app_server_for_api_key(key.expose(), 0).await.unwrap(),
         Some(shop.clone())
     );
     assert_eq!(
-        store.app_server_for_api_key("tgk_nope").await.unwrap(),
+        store.app_server_for_api_key("tgk_nope", 0).await.unwrap(),
         None
     );
     let dup = store.add_app_server_with_key("shopA", "sip:x").await;
     assert!(matches!(dup, Err(tollgate::store::StoreError::Conflict(_))));
-    let new_key = store.reissue_api_key(&shop.id).await.unwrap();
+    let new_key = store.reissue_api_key(&shop.id, None).await.unwrap();
     assert_eq!(
-        store.app_server_for_api_key(key.expose()).await.unwrap(),
+        store.app_server_for_api_key(key.expose(), 0).await.unwrap(),
         None
     );
     assert_eq!(
         store
-            .app_server_for_api_key(new_key.expose())
+            .app_server_for_api_key(new_key.expose(), 0)
             .await
             .unwrap(),
         Some(shop.clone())

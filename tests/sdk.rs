@@ -82,7 +82,23 @@ async fn a_generated_python_client_drives_a_live_relay() {
         app_servers: vec![],
     })
     .await;
-    // A live session of another application server, for the client to read.
+    // A live session of an application server the script does not create, for it to read
+    // and (with that server's key) charge.
+    let (owner, owner_key) = relay
+        .store
+        .add_app_server_with_key("elsewhere", "sip:127.0.0.1:5098")
+        .await
+        .unwrap();
+    let service = relay
+        .store
+        .add_service(
+            "sdkservice@portal.com",
+            &["elsewhere".to_owned()],
+            tollgate::store::ForkMode::FirstAnswer,
+        )
+        .await
+        .unwrap();
+    let alice = relay.store.list_users().await.unwrap().remove(0);
     let (writer, _) = SessionWriter::spawn(relay.store.clone());
     let now = SystemClock.now_ms();
     for ev in [
@@ -90,8 +106,11 @@ async fn a_generated_python_client_drives_a_live_relay() {
             id: "sdk-session".into(),
             call_id: "sdk-call".into(),
             caller: "alice".into(),
-            service: "service1@portal.com".into(),
+            user_id: alice.id.clone(),
+            service: "sdkservice@portal.com".into(),
+            service_id: service.id.clone(),
             app_server: "elsewhere".into(),
+            app_server_id: owner.id.clone(),
             node: "node-1".into(),
             at: now - 2000,
         },
@@ -114,6 +133,8 @@ async fn a_generated_python_client_drives_a_live_relay() {
         .arg(format!("http://{}", relay.relay.http))
         .arg(OPERATOR_KEY)
         .arg("sdk-session")
+        .arg(owner_key.expose())
+        .arg(&alice.id)
         .env("PYTHONPATH", out_dir.path())
         .output()
         .await
@@ -150,6 +171,8 @@ fn typescript_types_generate_and_type_check() {
     for name in [
         "listSessions",
         "createService",
+        "createCharge",
+        "getStatement",
         "introspectToken",
         "Problem",
     ] {

@@ -351,8 +351,11 @@ fn created_on(id: &str, node: &str, at: i64) -> SessionEvent {
         id: id.into(),
         call_id: format!("call-{id}"),
         caller: "alice".into(),
+        user_id: "user-alice".into(),
         service: "service1@portal.com".into(),
+        service_id: "service-1".into(),
         app_server: "shop1".into(),
+        app_server_id: "shop-1".into(),
         node: node.into(),
         at,
     }

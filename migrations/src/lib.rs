@@ -11,6 +11,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20251126_000001_initial;
 mod m20261126_000002_signing_keys;
 mod m20261126_000003_api_keys;
+mod m20261201_000004_billing;
 mod m20261201_000010_service_fork_mode;
 mod m20261201_000011_session_changes;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20251126_000001_initial::Migration),
             Box::new(m20261126_000002_signing_keys::Migration),
             Box::new(m20261126_000003_api_keys::Migration),
+            Box::new(m20261201_000004_billing::Migration),
             Box::new(m20261201_000010_service_fork_mode::Migration),
             Box::new(m20261201_000011_session_changes::Migration),
         ]

@@ -38,6 +38,17 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// The application-server filter of a list this caller asks for with `wanted` (an id):
+    /// the operator's as given; an application server's own id — or `None` when it asks for
+    /// another server's, whose rows do not exist for it (an empty page).
+    pub fn app_server_filter(&self, wanted: Option<String>) -> Option<Option<String>> {
+        match (self, wanted) {
+            (Principal::Operator, wanted) => Some(wanted),
+            (Principal::AppServer(own), Some(wanted)) if wanted != own.id => None,
+            (Principal::AppServer(own), _) => Some(Some(own.id.clone())),
+        }
+    }
+
     /// The rate-limit bucket of this principal.
     fn bucket(&self) -> String {
         match self {
@@ -106,7 +117,7 @@ async fn resolve(state: &ApiState, key: &str) -> Result<Option<Principal>, ApiEr
         return Ok(state
             .inner
             .store
-            .app_server_for_api_key(key)
+            .app_server_for_api_key(key, state.now_ms())
             .await?
             .map(Principal::AppServer));
     }

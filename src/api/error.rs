@@ -32,8 +32,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub struct Problem {
     /// A URI naming the kind of problem: `urn:tollgate:problem:` followed by one of
     /// `invalid-request`, `unsupported-media-type`, `unauthorized`, `forbidden`, `not-found`,
-    /// `method-not-allowed`, `conflict`, `payload-too-large`, `rate-limited`, `unavailable`,
-    /// `internal`.
+    /// `method-not-allowed`, `conflict`, `idempotency-key-reused`, `payload-too-large`,
+    /// `rate-limited`, `unavailable`, `internal`.
     #[serde(rename = "type")]
     pub problem_type: String,
     /// A short summary of the kind of problem; the same for every occurrence of a `type`.
@@ -49,6 +49,7 @@ pub struct Problem {
 
 /// One offending input field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"field": "unit_amount", "message": "unit_amount must be an integer from 0 to 1000000000000 (minor units)"}))]
 pub struct FieldError {
     /// The field: a JSON path into the body (`name`, `app_servers[1]`), a query or form
     /// parameter (`cursor`, `token`), or a header (`content-type`).
@@ -76,6 +77,7 @@ pub enum ProblemType {
     NotFound,
     MethodNotAllowed,
     Conflict,
+    KeyReused,
     PayloadTooLarge,
     RateLimited,
     Unavailable,
@@ -93,6 +95,7 @@ impl ProblemType {
             ProblemType::MethodNotAllowed => "method-not-allowed",
             ProblemType::PayloadTooLarge => "payload-too-large",
             ProblemType::Conflict => "conflict",
+            ProblemType::KeyReused => "idempotency-key-reused",
             ProblemType::RateLimited => "rate-limited",
             ProblemType::Unavailable => "unavailable",
             ProblemType::Internal => "internal",
@@ -114,6 +117,7 @@ impl ProblemType {
             ProblemType::MethodNotAllowed => "Method not allowed",
             ProblemType::PayloadTooLarge => "Request body too large",
             ProblemType::Conflict => "Conflict",
+            ProblemType::KeyReused => "Idempotency-Key reused for another request",
             ProblemType::RateLimited => "Too many requests",
             ProblemType::Unavailable => "Service unavailable",
             ProblemType::Internal => "Internal error",
@@ -130,6 +134,7 @@ impl ProblemType {
             ProblemType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::Conflict => StatusCode::CONFLICT,
+            ProblemType::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -168,9 +173,13 @@ pub enum ApiError {
     /// The body is larger than [`super::MAX_BODY_BYTES`]. 413.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// The thing already exists. 409.
+    /// The thing already exists, the state forbids it (a closed session, live sessions), or
+    /// the same Idempotency-Key is still being processed. 409.
     #[error("{0}")]
     Conflict(String),
+    /// The Idempotency-Key was used for a different request. 422.
+    #[error("{0}")]
+    KeyReused(String),
     /// The client's request budget is spent. 429 with `Retry-After`.
     #[error("rate limit exceeded; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -210,6 +219,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => ProblemType::MethodNotAllowed,
             ApiError::PayloadTooLarge(_) => ProblemType::PayloadTooLarge,
             ApiError::Conflict(_) => ProblemType::Conflict,
+            ApiError::KeyReused(_) => ProblemType::KeyReused,
             ApiError::RateLimited { .. } => ProblemType::RateLimited,
             ApiError::Unavailable(_) => ProblemType::Unavailable,
             ApiError::Internal(_) => ProblemType::Internal,
@@ -249,6 +259,20 @@ impl From<StoreError> for ApiError {
                 errors: Vec::new(),
             },
             StoreError::Db(e) => ApiError::Internal(format!("database: {e}")),
+        }
+    }
+}
+
+impl From<crate::billing::BillingError> for ApiError {
+    fn from(err: crate::billing::BillingError) -> Self {
+        use crate::billing::BillingError as B;
+        match err {
+            B::Invalid { field, message } => ApiError::field(field, message),
+            B::NotFound(m) => ApiError::NotFound(m),
+            B::NotBillable(m) => ApiError::Conflict(m),
+            B::KeyReused(m) => ApiError::KeyReused(m),
+            B::Busy(m) => ApiError::Unavailable(m),
+            B::Store(e) => e.into(),
         }
     }
 }

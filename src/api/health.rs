@@ -42,6 +42,7 @@ impl Readiness {
 
 /// `/healthz`: the process is up.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
 pub struct Health {
     /// Always `ok`.
     pub status: String,
@@ -49,6 +50,7 @@ pub struct Health {
 
 /// `/readyz`: whether this node should receive traffic, and why not.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"status": "not_ready", "checks": [{"name": "database", "ok": true}, {"name": "sip", "ok": false, "detail": "the SIP listeners are not bound"}]}))]
 pub struct Readyz {
     /// `ready` or `not_ready`.
     pub status: String,
@@ -58,6 +60,7 @@ pub struct Readyz {
 
 /// One readiness check.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "database", "ok": true}))]
 pub struct ReadyCheck {
     /// `database` or `sip`.
     pub name: String,
@@ -201,6 +204,8 @@ mod tests {
                     per_second: 0.0,
                     burst: 1,
                 },
+                key_grace_ms: 0,
+                secret_grace_ms: 0,
             },
         });
         let down = readyz(State(state.clone())).await;

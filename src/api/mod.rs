@@ -7,12 +7,20 @@
 //!  GET  /.well-known/jwks.json             token keys (no key)        tokens.rs
 //!  GET  /openapi.json, /docs               the document, Swagger UI (vendored, works offline)
 //!  ── /v1: auth::authenticate (bearer key → Principal, rate limit → 429, else 401) ──
+//!  ── then idempotency::middleware (Idempotency-Key on POST: replay, 409 in flight, 422) ──
 //!  /v1/users[/{id}]                        operator                   users.rs
 //!  /v1/app-servers[/{id}[/api-key]]        operator                   app_servers.rs
-//!  /v1/services[/{id}]                     operator                   services.rs
+//!  /v1/services[/{id}[/tariff]]            operator                   services.rs
 //!  /v1/sessions[/{id}]                     operator, or an application server (its own)  sessions.rs
+//!  /v1/sessions/{id}/charges, /v1/charges  operator, or an application server (its own)  billing.rs
+//!  /v1/adjustments, /v1/users/{id}/statement  operator                billing.rs
+//!  /v1/app-servers/{id}/settlement         operator, or that application server          billing.rs
+//!  /v1/app-servers/{id}/webhook-secret, /v1/webhook-deliveries                             webhooks.rs
 //!  /v1/tokens/introspect                   operator, or an application server (RFC 7662)  tokens.rs
 //! ```
+//!
+//! Lists page with an opaque cursor ([`pagination`]); timestamps are RFC 3339 strings
+//! ([`crate::clock::rfc3339`]); money is integer minor units with an ISO 4217 code.
 //!
 //! - Errors: every failure is an [`ApiError`], answered as `application/problem+json`
 //!   (RFC 9457) naming the offending field ([`error`], [`extract`]).
@@ -26,14 +34,18 @@
 
 pub mod app_servers;
 pub mod auth;
+pub mod billing;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
+pub mod pagination;
 pub mod rate_limit;
 pub mod services;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -72,6 +84,10 @@ pub struct ApiSettings {
     pub default_domain: String,
     /// Per-client request budget.
     pub rate_limit: RateLimit,
+    /// How long a reissued API key's predecessors keep working (`[api] key_grace_secs`).
+    pub key_grace_ms: i64,
+    /// How long a replaced webhook secret keeps signing (`[webhooks] secret_grace_secs`).
+    pub secret_grace_ms: i64,
 }
 
 /// What the API serves from.
@@ -101,9 +117,15 @@ struct Inner {
     default_realm: String,
     default_domain: String,
     limiter: RateLimiter,
+    charges: crate::billing::ChargeWriter,
+    in_flight: Arc<idempotency::InFlight>,
+    key_grace_ms: i64,
+    secret_grace_ms: i64,
 }
 
 impl ApiState {
+    /// Builds the state and starts the REST charge writer (group commit) on the current
+    /// runtime; it stops when the last clone of the state is dropped.
     pub fn new(parts: ApiParts) -> ApiState {
         let ApiParts {
             store,
@@ -122,8 +144,13 @@ impl ApiState {
                 "no [api] operator_key (TOLLGATE_OPERATOR_KEY): REST operator operations are off"
             );
         }
+        let (charges, _writer) = crate::billing::ChargeWriter::spawn(store.clone(), clock.clone());
         ApiState {
             inner: Arc::new(Inner {
+                charges,
+                in_flight: Arc::default(),
+                key_grace_ms: settings.key_grace_ms,
+                secret_grace_ms: settings.secret_grace_ms,
                 store,
                 clock,
                 metrics,
@@ -155,17 +182,41 @@ impl ApiState {
 fn v1_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(users::create_user, users::list_users))
-        .routes(routes!(users::get_user, users::delete_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(billing::get_statement))
         .routes(routes!(
             app_servers::create_app_server,
             app_servers::list_app_servers
         ))
-        .routes(routes!(app_servers::get_app_server))
+        .routes(routes!(
+            app_servers::get_app_server,
+            app_servers::update_app_server,
+            app_servers::delete_app_server
+        ))
         .routes(routes!(app_servers::reissue_api_key))
+        .routes(routes!(webhooks::issue_webhook_secret))
+        .routes(routes!(billing::get_settlement))
         .routes(routes!(services::create_service, services::list_services))
-        .routes(routes!(services::get_service))
+        .routes(routes!(
+            services::get_service,
+            services::update_service,
+            services::delete_service
+        ))
+        .routes(routes!(services::set_tariff, services::get_tariff))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::get_session))
+        .routes(routes!(
+            billing::create_charge,
+            billing::list_session_charges
+        ))
+        .routes(routes!(billing::list_charges))
+        .routes(routes!(billing::get_charge))
+        .routes(routes!(billing::create_adjustment))
+        .routes(routes!(webhooks::list_webhook_deliveries))
         .routes(routes!(tokens::introspect))
 }
 
@@ -188,7 +239,11 @@ fn public_routes() -> OpenApiRouter<ApiState> {
                        key, or an application server's key (which reads only its own \
                        sessions). Errors are RFC 9457 problem documents \
                        (`application/problem+json`) naming the offending field. Timestamps are \
-                       milliseconds since the Unix epoch.",
+                       RFC 3339 strings in UTC; money is integer minor units with an ISO 4217 \
+                       currency code. Every `POST` accepts an `Idempotency-Key` header (required \
+                       for charges and adjustments): a retry with the same key and body replays \
+                       the first response, status included. Lists page with `limit` and an \
+                       opaque `cursor` (the previous page's `next_cursor`).",
         license(name = "MIT", identifier = "MIT")
     ),
     tags(
@@ -196,6 +251,8 @@ fn public_routes() -> OpenApiRouter<ApiState> {
         (name = "app-servers", description = "Application servers and their API keys"),
         (name = "services", description = "Services and the application servers that deliver them"),
         (name = "sessions", description = "Relayed sessions, from INVITE to BYE"),
+        (name = "billing", description = "Item charges, adjustments, statements and settlements"),
+        (name = "webhooks", description = "Signed webhook events: secrets and the delivery log"),
         (name = "tokens", description = "Session-token verification for application servers"),
         (name = "operations", description = "Probes and metrics")
     ),
@@ -224,7 +281,8 @@ pub fn openapi_json() -> String {
 }
 
 /// The bearer scheme for the whole document, and on every `/v1` operation the responses every
-/// such operation can give: 401 (no or unknown key) and 429 (rate limit).
+/// such operation can give: 401 (no or unknown key), 429 (rate limit) and 500 (a failure on
+/// the relay's side).
 fn add_security_and_shared_responses(doc: &mut OpenApi) {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
@@ -272,6 +330,18 @@ fn add_security_and_shared_responses(doc: &mut OpenApi) {
                 .build(),
         ),
     );
+    components.responses.insert(
+        "Internal".into(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(
+                    "The relay failed (e.g. its database); nothing reveals the cause, which is \
+                     logged. Retrying with the same Idempotency-Key is safe",
+                )
+                .content(PROBLEM_JSON, problem())
+                .build(),
+        ),
+    );
     doc.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
         "bearer",
         Vec::<String>::new(),
@@ -298,6 +368,10 @@ fn add_security_and_shared_responses(doc: &mut OpenApi) {
                 "429".into(),
                 RefOr::Ref(Ref::from_response_name("RateLimited")),
             );
+            op.responses.responses.insert(
+                "500".into(),
+                RefOr::Ref(Ref::from_response_name("Internal")),
+            );
         }
     }
 }
@@ -307,9 +381,16 @@ fn add_security_and_shared_responses(doc: &mut OpenApi) {
 /// and request metrics around everything.
 pub fn router(state: ApiState) -> Router {
     let (v1, _) = v1_routes().split_for_parts();
-    let v1 = v1.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).layer(
-        axum::middleware::from_fn_with_state(state.clone(), auth::authenticate),
-    );
+    let v1 = v1
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::middleware,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     let (public, _) = public_routes().split_for_parts();
     let docs: Router<ApiState> = SwaggerUi::new("/docs")
         .url("/openapi.json", openapi())

@@ -4,30 +4,27 @@
 //! relayed to that server; any other session is answered 404, the same answer as for an id
 //! that does not exist (a 403 would confirm that the id is live somewhere).
 //!
-//! Pagination is by keyset: a page's `next_cursor` encodes the `(created_at, id)` of its last
-//! session, opaque to clients (base64url of `v1:<created_at>:<id>`), and the next page is
-//! everything older in that order. Pages neither skip nor repeat sessions while new ones
-//! arrive. A cursor that does not decode is a 400 naming `cursor`.
+//! Pagination is by keyset ([`super::pagination`]): a page's `next_cursor` holds the
+//! `(created_at, id)` of its last session, and the next page is everything older in that
+//! order. Pages neither skip nor repeat sessions while new ones arrive. A cursor that does not
+//! decode is a 400 naming `cursor`.
 
 use axum::extract::{Path, State};
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Problem};
 use super::extract::ApiQuery;
+use super::pagination;
 use super::{ApiState, Principal};
+use crate::billing::Money;
+use crate::clock::rfc3339;
 use crate::store::{SessionQuery, SessionRecord, SessionState};
-
-/// Most sessions on one page.
-pub const MAX_LIMIT: u32 = 500;
-/// Sessions on a page when `limit` is not given.
-pub const DEFAULT_LIMIT: u32 = 50;
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!("confirmed"))]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStatus {
     /// INVITE relayed, no final answer yet.
@@ -66,26 +63,46 @@ impl From<SessionStatus> for SessionState {
     }
 }
 
-/// One relayed session. Times are milliseconds since the Unix epoch.
+/// One relayed session.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0b6c7b4e-1f2a-4c3d-9e8f-7a6b5c4d3e2f", "call_id": "1-2345@192.0.2.7",
+    "caller": "alice", "user_id": "4e3d2c1b-0a9f-4e8d-7c6b-5a4f3e2d1c0b",
+    "service": "wine@portal.com", "service_id": "5d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6",
+    "app_server": "shop1", "app_server_id": "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a",
+    "state": "terminated", "final_status": 200, "created_at": "2026-12-01T20:00:00.000Z",
+    "confirmed_at": "2026-12-01T20:00:00.250Z", "ended_at": "2026-12-01T20:01:30.250Z",
+    "duration_ms": 90000, "ended_by": "caller", "end_reason": "bye", "node": "node-1",
+    "time_charge": {"currency": "EUR", "amount": 230}
+}))]
 pub struct Session {
     pub id: String,
     /// The SIP Call-ID of the INVITE.
     pub call_id: String,
     /// The authenticated user name.
     pub caller: String,
+    /// The user's id (absent on sessions recorded before billing).
+    pub user_id: Option<String>,
     /// The service called, `name@domain`.
     pub service: String,
+    pub service_id: Option<String>,
     /// The name of the application server the session was relayed to.
     pub app_server: String,
+    pub app_server_id: Option<String>,
     pub state: SessionStatus,
     /// The SIP status of the INVITE's final response, once there is one.
     pub final_status: Option<u16>,
     /// When the INVITE was relayed.
+    #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// When the answer was ACKed: the billing clock's start.
+    #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub confirmed_at: Option<i64>,
     /// When the session ended.
+    #[serde(with = "rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<i64>,
     /// Billed duration for an ended session; for a confirmed one, the time since
     /// `confirmed_at` so far; absent before confirmation.
@@ -96,10 +113,15 @@ pub struct Session {
     pub end_reason: Option<String>,
     /// The relay node that record-routed the session.
     pub node: String,
+    /// What the session cost by its duration, once it ended under a tariff; absent before,
+    /// and for services without a tariff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Money, required = false)]
+    pub time_charge: Option<Money>,
 }
 
 impl Session {
-    fn from_record(s: SessionRecord, now_ms: i64) -> Session {
+    fn from_record(s: SessionRecord, now_ms: i64, time_charge: Option<Money>) -> Session {
         let duration_ms = match (s.state, s.duration_ms, s.confirmed_at) {
             (_, Some(d), _) => Some(d),
             (SessionState::Confirmed, None, Some(start)) => {
@@ -111,8 +133,11 @@ impl Session {
             id: s.id,
             call_id: s.call_id,
             caller: s.caller,
+            user_id: s.user_id,
             service: s.service,
+            service_id: s.service_id,
             app_server: s.app_server,
+            app_server_id: s.app_server_id,
             state: s.state.into(),
             final_status: s.final_status,
             created_at: s.created_at,
@@ -122,12 +147,14 @@ impl Session {
             ended_by: s.ended_by,
             end_reason: s.end_reason,
             node: s.node,
+            time_charge,
         }
     }
 }
 
 /// One page of sessions, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"items": [], "next_cursor": "WyJ2MSIsInNlc3Npb25zIiwiMTc5NTY1MTIwMDAwMCIsInMxIl0"}))]
 pub struct SessionPage {
     pub items: Vec<Session>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -155,23 +182,6 @@ pub struct ListSessionsParams {
     pub limit: Option<u32>,
 }
 
-/// The opaque cursor after `session`.
-pub fn encode_cursor(created_at: i64, id: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1:{created_at}:{id}"))
-}
-
-/// `(created_at, id)` from a cursor made by [`encode_cursor`].
-pub fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor.trim_end_matches('=')).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let rest = text.strip_prefix("v1:")?;
-    let (created_at, id) = rest.split_once(':')?;
-    if id.is_empty() {
-        return None;
-    }
-    Some((created_at.parse().ok()?, id.to_owned()))
-}
-
 /// List sessions.
 #[utoipa::path(
     get,
@@ -193,22 +203,8 @@ pub async fn list_sessions(
     State(state): State<ApiState>,
     ApiQuery(params): ApiQuery<ListSessionsParams>,
 ) -> Result<Json<SessionPage>, ApiError> {
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::field(
-            "limit",
-            format!("limit must be between 1 and {MAX_LIMIT}, not {limit}"),
-        ));
-    }
-    let after = match params.cursor.as_deref() {
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
-            ApiError::field(
-                "cursor",
-                "not a cursor this API issued: pass a page's next_cursor unchanged",
-            )
-        })?),
-        None => None,
-    };
+    let limit = pagination::limit(params.limit)?;
+    let after = pagination::decode_time_id(params.cursor.as_deref(), "sessions")?;
     let app_server = match (&principal, params.app_server) {
         (Principal::Operator, wanted) => wanted,
         (Principal::AppServer(own), Some(wanted)) if wanted != own.name => {
@@ -228,18 +224,20 @@ pub async fn list_sessions(
         after,
         limit: u64::from(limit) + 1,
     };
-    let mut rows = state.store().page_sessions(&query).await?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|s| encode_cursor(s.created_at, &s.id))
-    } else {
-        None
-    };
+    let rows = state.store().page_sessions(&query).await?;
+    let (rows, next_cursor) = pagination::page(rows, limit, |s| {
+        pagination::encode("sessions", &[&s.created_at.to_string(), &s.id])
+    });
     let now = state.now_ms();
+    let ids: Vec<String> = rows.iter().map(|s| s.id.clone()).collect();
+    let mut charges = state.store().time_charges(&ids).await?;
     Ok(Json(SessionPage {
         items: rows
             .into_iter()
-            .map(|s| Session::from_record(s, now))
+            .map(|s| {
+                let charge = charges.remove(&s.id);
+                Session::from_record(s, now, charge)
+            })
             .collect(),
         next_cursor,
     }))
@@ -276,22 +274,10 @@ pub async fn get_session(
             return Err(not_found());
         }
     }
-    Ok(Json(Session::from_record(session, state.now_ms())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = encode_cursor(1_700_000_000_123, "3f2a-b:c");
-        assert_eq!(
-            decode_cursor(&c),
-            Some((1_700_000_000_123, "3f2a-b:c".to_owned()))
-        );
-        for bad in ["", "!!!", "djE6", "eDox", "djE6YWJjOmlk", "djE6MTI6"] {
-            assert_eq!(decode_cursor(bad), None, "{bad}");
-        }
-    }
+    let charge = state
+        .store()
+        .time_charges(std::slice::from_ref(&session.id))
+        .await?
+        .remove(&session.id);
+    Ok(Json(Session::from_record(session, state.now_ms(), charge)))
 }

@@ -29,6 +29,7 @@ pub const JWKS_MAX_AGE_SECS: u32 = 300;
 
 /// The JWK set (RFC 7517), as served.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"keys": [{"kty": "EC", "kid": "k-2026-11-26", "alg": "ES256", "use": "sig", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}))]
 pub struct JwkSetDoc {
     /// The current signing key, the next one, and recently retired ones still in their grace
     /// period.
@@ -38,6 +39,7 @@ pub struct JwkSetDoc {
 /// One public key (RFC 7517 §4). ES256 keys are `kty: EC` with `crv: P-256`, `x`, `y`;
 /// EdDSA keys are `kty: OKP` with `crv: Ed25519`, `x`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"kty": "EC", "kid": "k-2026-11-26", "alg": "ES256", "use": "sig", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}))]
 pub struct JwkDoc {
     /// `EC` or `OKP`.
     pub kty: String,
@@ -59,6 +61,7 @@ pub struct JwkDoc {
 
 /// An RFC 7662 introspection request (form-encoded).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"token": "eyJhbGciOiJFUzI1NiIsImtpZCI6ImstMjAyNi0xMS0yNiJ9.eyJzaWQiOiIwYjZjIn0.c2lnbmF0dXJl"}))]
 pub struct IntrospectionRequest {
     /// The session token, as received in the forwarded INVITE or from the client.
     pub token: String,
@@ -69,6 +72,7 @@ pub struct IntrospectionRequest {
 
 /// An RFC 7662 introspection response. When `active` is false no other member is present.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"active": true, "iss": "https://relay.example", "sub": "alice", "aud": "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a", "sid": "0b6c7b4e-1f2a-4c3d-9e8f-7a6b5c4d3e2f", "svc": "wine@portal.com", "iat": 1764625453, "nbf": 1764625453, "exp": 1764625753, "jti": "5f0e…", "token_type": "tollgate-session+jwt", "session_state": "confirmed"}))]
 pub struct IntrospectionResponse {
     /// Whether the token is valid, meant for the caller, and its session still live.
     pub active: bool,

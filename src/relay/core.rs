@@ -52,6 +52,13 @@ pub enum CoreEvent {
     Reply { key: ServerKey, response: Response },
     /// The confirmation of a dialog is on disk; its ACK may be relayed.
     ConfirmedDurably { dialog: String },
+    /// Answer a server transaction with a status the relay makes itself, once work done
+    /// elsewhere decided it (charges written, say).
+    Answer {
+        key: ServerKey,
+        status: u16,
+        reason: Option<String>,
+    },
 }
 
 /// Settings the core needs.
@@ -373,6 +380,13 @@ impl Core {
         match event {
             CoreEvent::Reply { key, response } => self.engine.respond(&key, response),
             CoreEvent::ConfirmedDurably { dialog } => self.on_confirmed_durably(&dialog),
+            CoreEvent::Answer {
+                key,
+                status,
+                reason,
+            } => self
+                .engine
+                .respond_status(&key, status, reason.as_deref(), Vec::new()),
         }
     }
 

@@ -333,6 +333,10 @@ impl Core {
             }
             return;
         }
+        if req.method == Method::Info && party == Party::Callee {
+            let session_id = dialog.info.session_id.clone();
+            return self.on_charges_info(key, session_id);
+        }
         if req.method == Method::Refer && party == Party::Caller {
             return self.on_refer(key, dk);
         }
@@ -434,12 +438,7 @@ impl Core {
             body: change.body,
             status,
         };
-        let store = self.parts.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.record_session_change(&record).await {
-                tracing::error!(error = %e, session = %record.session_id, "session change not recorded");
-            }
-        });
+        self.parts.sessions.record(SessionEvent::Changed(record));
     }
 
     /// The end-to-end ACK of a 2xx: relayed along the dialog. The first one confirms the

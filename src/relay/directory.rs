@@ -22,6 +22,8 @@ pub struct Target {
     pub id: String,
     /// The application server's name in the directory.
     pub name: String,
+    /// The id of the service this target delivers (recorded on the session).
+    pub service_id: String,
     /// Its SIP URI; a URI with a user part also becomes the forwarded Request-URI.
     pub uri: Uri,
     /// Where requests go: the first address its host resolved to.
@@ -103,13 +105,14 @@ impl DirectoryCache {
 async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
     let directory = store.load_directory().await?;
     let mut services = HashMap::with_capacity(directory.services.len());
-    for (key, route) in directory.services {
-        let mut targets = Vec::with_capacity(route.app_servers.len());
-        for server in route.app_servers {
+    for (key, service) in directory.services {
+        let mut targets = Vec::with_capacity(service.app_servers.len());
+        for server in service.app_servers {
             match resolve(&server.uri).await {
                 Some((uri, sources, protocol)) => targets.push(Target {
                     id: server.id,
                     name: server.name,
+                    service_id: service.id.clone(),
                     uri,
                     addr: sources[0],
                     sources,
@@ -122,7 +125,7 @@ async fn build_snapshot(store: &Store) -> Result<Snapshot, StoreError> {
             }
         }
         let route = Route {
-            fork_mode: route.fork_mode,
+            fork_mode: service.fork_mode,
             targets,
         };
         services.insert(key.to_ascii_lowercase(), route);

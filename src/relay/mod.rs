@@ -13,11 +13,13 @@
 //! - [`transfer`]: REFER to a second service; the sessions the relay opens on a user's behalf.
 //! - [`auth`]: digest authentication with stateless nonces and failure throttling
 //!   ([`throttle`]).
+//! - [`charges`]: item charges an application server reports by INFO or in its 200 to BYE.
 //! - [`directory`]: the per-node cache of users and services.
 //! - [`handover`]: the session token and service URL in the answer the caller gets.
 //! - [`registrar`]: REGISTER bindings (§10.3).
 
 pub mod auth;
+pub mod charges;
 pub mod core;
 pub mod dialog;
 pub mod directory;

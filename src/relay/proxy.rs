@@ -97,6 +97,8 @@ pub struct ForwardPlan {
     /// The request as forwarded, without our Via, Record-Route and token.
     pub template: Request,
     pub user: String,
+    /// The user's id (empty if the directory no longer has them).
+    pub user_id: String,
     /// `name@domain`, lowercase.
     pub service: String,
     pub call_id: String,
@@ -294,7 +296,16 @@ impl Core {
             uri.host_with_port.host
         )
         .to_ascii_lowercase();
+        let user_id = self
+            .parts
+            .directory
+            .snapshot()
+            .users
+            .get(&user)
+            .map(|u| u.id.clone())
+            .unwrap_or_default();
         let plan = ForwardPlan {
+            user_id,
             loop_hash: routing::loop_hash(&template),
             call_id: msg::call_id(&template.headers)
                 .unwrap_or_default()
@@ -368,8 +379,11 @@ impl Core {
             id: session_id.clone(),
             call_id: plan.call_id.clone(),
             caller: plan.user.clone(),
+            user_id: plan.user_id.clone(),
             service: plan.service.clone(),
+            service_id: target.service_id.clone(),
             app_server: target.name.clone(),
+            app_server_id: target.id.clone(),
             node: self.settings.node_id.clone(),
             at: now,
         };
@@ -728,6 +742,12 @@ impl Core {
                     }
                     if msg::cseq(&resp.headers).is_some_and(|(_, m)| m.eq_ignore_ascii_case("BYE"))
                     {
+                        let caller_ended = self.dialogs.get(&dialog).filter(|d| {
+                            d.state == DialogState::Ending(crate::store::Party::Caller)
+                        });
+                        if let Some(session_id) = caller_ended.map(|d| d.info.session_id.clone()) {
+                            self.charges_in_bye_answer(&session_id, &resp.headers, &resp.body);
+                        }
                         self.close_dialog(&dialog);
                     }
                 }

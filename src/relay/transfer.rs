@@ -202,7 +202,12 @@ impl Core {
                 self.engine
                     .respond_status(&key, 488, Some("The relay takes no offers"), Vec::new())
             }
-            (Party::Callee, Method::Info | Method::Update | Method::Options | Method::Notify) => {
+            (Party::Callee, Method::Info) => {
+                if let Some(session_id) = self.dialogs.get(&dk).map(|d| d.info.session_id.clone()) {
+                    self.on_charges_info(key, session_id);
+                }
+            }
+            (Party::Callee, Method::Update | Method::Options | Method::Notify) => {
                 self.engine.respond_status(&key, 200, None, Vec::new())
             }
             (Party::Caller, Method::Bye) => {

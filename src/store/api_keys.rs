@@ -35,12 +35,17 @@ struct NewKey {
     prefix: String,
 }
 
-fn generate_key() -> NewKey {
+/// `prefix` followed by 256 bits from the operating system's random source, base64url.
+pub(super) fn random_token(prefix: &str) -> Secret {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let key = format!("{API_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    Secret::new(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+fn generate_key() -> NewKey {
+    let key = random_token(API_KEY_PREFIX).expose().to_owned();
     NewKey {
         hash: digest(&key),
         prefix: key[..PREFIX_LEN].to_owned(),
@@ -60,6 +65,7 @@ fn key_row(app_server_id: &str, key: &NewKey) -> api_keys::ActiveModel {
         prefix: Set(key.prefix.clone()),
         key_hash: Set(key.hash.clone()),
         created_at: Set(now_ms()),
+        expires_at: Set(None),
     }
 }
 
@@ -79,33 +85,49 @@ impl Store {
         Ok((server, key.secret))
     }
 
-    /// Replaces every API key of the application server `app_server_id` with a new one and
-    /// returns it (the only copy). The old keys stop working at once.
-    pub async fn reissue_api_key(&self, app_server_id: &str) -> Result<Secret, StoreError> {
+    /// Gives the application server `app_server_id` a new API key and returns it (the only
+    /// copy). The previous keys keep working until `grace_until_ms` (at most: a key already
+    /// expiring sooner keeps its earlier end); `None` revokes them at once.
+    pub async fn reissue_api_key(
+        &self,
+        app_server_id: &str,
+        grace_until_ms: Option<i64>,
+    ) -> Result<Secret, StoreError> {
+        use sea_orm::sea_query::{Condition, Expr};
         let txn = self.begin_write().await?;
-        if app_servers::Entity::find_by_id(app_server_id.to_owned())
-            .one(&txn)
-            .await?
-            .is_none()
-        {
-            return Err(StoreError::NotFound(format!(
-                "no application server {app_server_id}"
-            )));
+        super::api_queries::live_app_server(&txn, app_server_id).await?;
+        match grace_until_ms {
+            None => {
+                api_keys::Entity::delete_many()
+                    .filter(api_keys::Column::AppServerId.eq(app_server_id))
+                    .exec(&txn)
+                    .await?;
+            }
+            Some(until) => {
+                api_keys::Entity::update_many()
+                    .col_expr(api_keys::Column::ExpiresAt, Expr::value(until))
+                    .filter(api_keys::Column::AppServerId.eq(app_server_id))
+                    .filter(
+                        Condition::any()
+                            .add(api_keys::Column::ExpiresAt.is_null())
+                            .add(api_keys::Column::ExpiresAt.gt(until)),
+                    )
+                    .exec(&txn)
+                    .await?;
+            }
         }
-        api_keys::Entity::delete_many()
-            .filter(api_keys::Column::AppServerId.eq(app_server_id))
-            .exec(&txn)
-            .await?;
         let key = generate_key();
         key_row(app_server_id, &key).insert(&txn).await?;
         txn.commit().await?;
         Ok(key.secret)
     }
 
-    /// The application server an API key belongs to, or `None` for an unknown key.
+    /// The application server an API key belongs to at `now_ms`, or `None` for an unknown or
+    /// expired key (or a deleted server).
     pub async fn app_server_for_api_key(
         &self,
         key: &str,
+        now_ms: i64,
     ) -> Result<Option<AppServerRecord>, StoreError> {
         if !key.starts_with(API_KEY_PREFIX) {
             return Ok(None);
@@ -117,9 +139,13 @@ impl Store {
         else {
             return Ok(None);
         };
+        if row.expires_at.is_some_and(|at| at <= now_ms) {
+            return Ok(None);
+        }
         Ok(app_servers::Entity::find_by_id(row.app_server_id)
             .one(&self.db)
             .await?
+            .filter(|m| m.deleted_at.is_none())
             .map(AppServerRecord::from))
     }
 
@@ -137,6 +163,9 @@ impl Store {
             name: Set(name.to_owned()),
             uri: Set(uri.to_owned()),
             created_at: Set(now_ms()),
+            commission_bps: Set(0),
+            webhook_url: Set(None),
+            deleted_at: Set(None),
         };
         let inserted = model.insert(txn).await.map_err(|e| {
             StoreError::conflict_on_unique(e, || {

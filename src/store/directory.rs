@@ -21,6 +21,10 @@ pub struct AppServerRecord {
     pub name: String,
     pub uri: String,
     pub created_at: i64,
+    /// The operator's commission on the server's settlement, in basis points (1500 = 15 %).
+    pub commission_bps: i32,
+    /// Where its webhooks are POSTed, if anywhere.
+    pub webhook_url: Option<String>,
 }
 
 impl From<app_servers::Model> for AppServerRecord {
@@ -30,6 +34,8 @@ impl From<app_servers::Model> for AppServerRecord {
             name: m.name,
             uri: m.uri,
             created_at: m.created_at,
+            commission_bps: m.commission_bps,
+            webhook_url: m.webhook_url,
         }
     }
 }
@@ -39,6 +45,7 @@ impl From<app_servers::Model> for AppServerRecord {
     Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[schema(example = "first_answer")]
 pub enum ForkMode {
     /// All at once; the first 2xx is relayed and the other branches are CANCELled.
     #[default]
@@ -96,16 +103,11 @@ impl ServiceRecord {
 /// HA1 hashes are password equivalents and must not leak into an API response by accident.
 #[derive(Debug, Clone)]
 pub struct UserCredentials {
+    /// The user's id, recorded on the sessions (and bills) of the user.
+    pub id: String,
     pub realm: String,
     pub ha1_md5: String,
     pub ha1_sha256: String,
-}
-
-/// How one service is delivered: its application servers in order, and how to fork to them.
-#[derive(Debug, Clone, Default)]
-pub struct ServiceRoute {
-    pub fork_mode: ForkMode,
-    pub app_servers: Vec<AppServerRecord>,
 }
 
 /// Everything the relay caches: credentials by user name, and how each service is delivered,
@@ -113,7 +115,16 @@ pub struct ServiceRoute {
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     pub users: HashMap<String, UserCredentials>,
-    pub services: HashMap<String, ServiceRoute>,
+    pub services: HashMap<String, DirectoryService>,
+}
+
+/// A service as the relay routes it: its id, its application servers in order, and how it
+/// forks to them.
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryService {
+    pub id: String,
+    pub fork_mode: ForkMode,
+    pub app_servers: Vec<AppServerRecord>,
 }
 
 pub(super) fn validate_app_server(name: &str, uri: &str) -> Result<(), StoreError> {
@@ -175,6 +186,9 @@ impl Store {
             name: Set(name.to_owned()),
             uri: Set(uri.to_owned()),
             created_at: Set(now_ms()),
+            commission_bps: Set(0),
+            webhook_url: Set(None),
+            deleted_at: Set(None),
         };
         let inserted = model.insert(&self.db).await.map_err(|e| {
             StoreError::conflict_on_unique(e, || {
@@ -184,9 +198,10 @@ impl Store {
         Ok(inserted.into())
     }
 
-    /// Every application server, by name.
+    /// Every application server (not deleted), by name.
     pub async fn list_app_servers(&self) -> Result<Vec<AppServerRecord>, StoreError> {
         let rows = app_servers::Entity::find()
+            .filter(app_servers::Column::DeletedAt.is_null())
             .order_by_asc(app_servers::Column::Name)
             .all(&self.db)
             .await?;
@@ -218,6 +233,7 @@ impl Store {
         let txn = self.begin_write().await?;
         let found: HashMap<String, app_servers::Model> = app_servers::Entity::find()
             .filter(app_servers::Column::Name.is_in(app_servers.iter().cloned()))
+            .filter(app_servers::Column::DeletedAt.is_null())
             .all(&txn)
             .await?
             .into_iter()
@@ -237,6 +253,7 @@ impl Store {
             domain: Set(domain.clone()),
             created_at: Set(now_ms()),
             fork_mode: Set(fork_mode.as_str().to_owned()),
+            deleted_at: Set(None),
         }
         .insert(&txn)
         .await
@@ -289,6 +306,7 @@ impl Store {
                 .into_iter()
                 .map(|u| {
                     let credentials = UserCredentials {
+                        id: u.id,
                         realm: u.realm,
                         ha1_md5: u.ha1_md5,
                         ha1_sha256: u.ha1_sha256,
@@ -299,12 +317,13 @@ impl Store {
             services: services
                 .into_iter()
                 .map(|s| {
-                    let address = s.address().to_lowercase();
-                    let route = ServiceRoute {
+                    let key = s.address().to_lowercase();
+                    let service = DirectoryService {
+                        id: s.id,
                         fork_mode: s.fork_mode,
                         app_servers: s.app_servers,
                     };
-                    (address, route)
+                    (key, service)
                 })
                 .collect(),
         })
@@ -314,6 +333,7 @@ impl Store {
 /// Services with their ordered application servers, in three queries.
 async fn read_services<C: ConnectionTrait>(db: &C) -> Result<Vec<ServiceRecord>, StoreError> {
     let servers: HashMap<String, AppServerRecord> = app_servers::Entity::find()
+        .filter(app_servers::Column::DeletedAt.is_null())
         .all(db)
         .await?
         .into_iter()
@@ -336,6 +356,7 @@ async fn read_services<C: ConnectionTrait>(db: &C) -> Result<Vec<ServiceRecord>,
         }
     }
     let services = services::Entity::find()
+        .filter(services::Column::DeletedAt.is_null())
         .order_by_asc(services::Column::Domain)
         .order_by_asc(services::Column::Name)
         .all(db)

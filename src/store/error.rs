@@ -20,6 +20,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A failure on our side that is not the database's own error (a record that does not
+    /// read back): reported like a database error, never shown to clients.
+    pub fn internal(message: impl Into<String>) -> Self {
+        StoreError::Db(DbErr::Custom(message.into()))
+    }
+
     /// Maps a UNIQUE (or primary key) violation to [`StoreError::Conflict`] with `message`;
     /// every other database error stays [`StoreError::Db`].
     pub(crate) fn conflict_on_unique(err: DbErr, message: impl FnOnce() -> String) -> Self {

@@ -17,6 +17,10 @@
 //!   ([`Store::add_app_server_with_key`], [`Store::app_server_for_api_key`]); lookups by id;
 //!   sessions a page at a time ([`Store::page_sessions`] with a [`SessionQuery`]).
 //!
+//! - Billing: tariff versions ([`Store::set_tariff`]), the append-only ledger (item charges
+//!   in batches with their idempotency records, [`Store::apply_charges`]; adjustments; time
+//!   charges written by the session writer), the webhook outbox and its delivery log.
+//!
 //! On SQLite every pooled connection runs in WAL mode with `synchronous=FULL`,
 //! `busy_timeout=5000` and foreign keys on; write transactions start with `BEGIN IMMEDIATE`
 //! so two writers queue on the busy timeout instead of failing on a lock upgrade.
@@ -27,11 +31,15 @@ mod bindings;
 mod directory;
 mod entities;
 mod error;
+mod idempotency;
 mod keys;
+mod ledger;
 mod session_changes;
 mod session_writer;
 mod sessions;
+mod tariffs;
 mod users;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -45,17 +53,27 @@ use sea_orm::{
 };
 
 pub use api_keys::API_KEY_PREFIX;
-pub use api_queries::SessionQuery;
+pub use api_queries::{AppServerChange, SessionQuery};
 pub use bindings::Binding;
 pub use directory::{
-    AppServerRecord, Directory, ForkMode, ServiceRecord, ServiceRoute, UserCredentials,
+    AppServerRecord, Directory, DirectoryService, ForkMode, ServiceRecord, UserCredentials,
 };
 pub use error::StoreError;
+pub use idempotency::{IdempotencyKey, Recorded, StoredResponse, IDEMPOTENCY_TTL_MS};
 pub use keys::{KeyRotation, KeyStatus, NewSigningKey, SigningKeyRecord};
+pub use ledger::{
+    AdjustmentOutcome, ChargeOutcome, ChargeRequest, LedgerQuery, LedgerRecord, NewAdjustment,
+    KIND_ADJUSTMENT, KIND_ITEM, KIND_TIME,
+};
 pub use session_changes::{SessionChange, MAX_CHANGE_BODY};
 pub use session_writer::{SessionEvent, SessionWriter};
 pub use sessions::{Party, SessionFilter, SessionRecord, SessionState};
+pub use tariffs::TariffRecord;
 pub use users::UserRecord;
+pub use webhooks::{
+    event_id, AttemptOutcome, DeliveryQuery, DeliveryRecord, DueEvent, EVENT_DELIVERED,
+    EVENT_FAILED, EVENT_PENDING,
+};
 
 /// How long a query may wait for a pooled connection.
 ///
@@ -74,10 +92,17 @@ const SQLITE_FILE_CONNECTIONS: u32 = 4;
 /// Pooled connections to PostgreSQL.
 const POSTGRES_CONNECTIONS: u32 = 10;
 
+/// How long after a session ends charges are still accepted when no one says otherwise
+/// (`[billing] charge_grace_secs`).
+pub const DEFAULT_CHARGE_GRACE_MS: i64 = 600_000;
+
 /// A handle on the database; cheap to clone (it shares one connection pool).
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// The ledger's rule for late charges: a session takes charges until this long after it
+    /// ended (`[billing] charge_grace_secs`).
+    charge_grace_ms: i64,
 }
 
 impl Store {
@@ -149,7 +174,16 @@ impl Store {
 
         let db = Database::connect(opts).await?;
         Migrator::up(&db, None).await?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            charge_grace_ms: DEFAULT_CHARGE_GRACE_MS,
+        })
+    }
+
+    /// This handle with another charge grace window (`[billing] charge_grace_secs`).
+    pub fn with_charge_grace_ms(mut self, grace_ms: i64) -> Store {
+        self.charge_grace_ms = grace_ms.max(0);
+        self
     }
 
     /// The underlying sea-orm connection pool, for queries this module does not offer.

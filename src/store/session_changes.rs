@@ -1,10 +1,9 @@
 //! Mid-session changes (DESIGN.md flow 4): what a party asked for with a re-INVITE or UPDATE,
-//! when, and how it was answered. Written once when the answer is relayed; read with the
-//! session.
+//! when, and how it was answered. Written by the session writer
+//! ([`super::SessionEvent::Changed`]) once the answer is relayed, in order with the session's
+//! other events; read with the session.
 
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::Serialize;
 
 use super::entities::session_changes;
@@ -29,32 +28,29 @@ pub struct SessionChange {
     pub status: u16,
 }
 
-impl Store {
-    /// Records a change once its answer is known.
-    pub async fn record_session_change(&self, change: &SessionChange) -> Result<(), StoreError> {
-        let mut body = change.body.clone();
-        if body.len() > MAX_CHANGE_BODY {
-            let mut cut = MAX_CHANGE_BODY;
-            while !body.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            body.truncate(cut);
+/// The row a change is stored as, its body cut at [`MAX_CHANGE_BODY`].
+pub(super) fn change_row(change: &SessionChange) -> session_changes::ActiveModel {
+    let mut body = change.body.clone();
+    if body.len() > MAX_CHANGE_BODY {
+        let mut cut = MAX_CHANGE_BODY;
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
         }
-        session_changes::ActiveModel {
-            id: Set(new_id()),
-            session_id: Set(change.session_id.clone()),
-            at: Set(change.at),
-            party: Set(change.party.as_str().to_owned()),
-            method: Set(change.method.clone()),
-            content_type: Set(change.content_type.clone()),
-            body: Set(body),
-            status: Set(i32::from(change.status)),
-        }
-        .insert(&self.db)
-        .await?;
-        Ok(())
+        body.truncate(cut);
     }
+    session_changes::ActiveModel {
+        id: Set(new_id()),
+        session_id: Set(change.session_id.clone()),
+        at: Set(change.at),
+        party: Set(change.party.as_str().to_owned()),
+        method: Set(change.method.clone()),
+        content_type: Set(change.content_type.clone()),
+        body: Set(body),
+        status: Set(i32::from(change.status)),
+    }
+}
 
+impl Store {
     /// The changes of one session, oldest first.
     pub async fn session_changes(
         &self,

@@ -14,9 +14,21 @@
 //!                                                      │   one multi-row INSERT for the Created
 //!                                                      │   one UPDATE … FROM (VALUES …) per
 //!                                                      │   kind of event, in lifecycle order
+//!                                                      │   (Confirmed records the tariff version
+//!                                                      │   in force, by a subquery)
+//!                                                      │   Terminated: one SELECT, then one
+//!                                                      │   INSERT of time charges into the ledger
+//!                                                      │   and one of webhook outbox rows;
+//!                                                      │   Confirmed: one SELECT + INSERT of
+//!                                                      │   outbox rows (servers with a webhook)
 //!                                                      │ COMMIT
 //!                                                      ▼ answer every waiter of the batch
 //! ```
+//! A session's time charge is thus written in the transaction that terminates it, priced with
+//! the tariff version recorded when it was confirmed; a session without a tariff (or never
+//! confirmed) gets none. Batches grow with load, so these are a fixed number of statements per
+//! batch, never a round trip per session.
+//!
 //! One commit (one fsync) per batch rather than per event is what lets SQLite keep up with
 //! thousands of calls a second. Inserting the batch's `Created` events first is equivalent to
 //! applying them in order, because a session's `Created` precedes its other events.
@@ -28,15 +40,15 @@
 //! are logged with `tracing::error!`; the task never panics. It ends, after writing everything
 //! queued, when the last [`SessionWriter`] clone is dropped.
 
-use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, QueryFilter, RuntimeErr, SqlxError, Statement, Value,
+    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    RuntimeErr, SqlxError, Statement, Value,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::entities::sessions;
+use super::entities::{session_changes as change_rows, sessions};
+use super::session_changes::{change_row, SessionChange};
 use super::sessions::{SessionState, END_REASON_BYE};
 use super::{Party, Store};
 
@@ -56,9 +68,15 @@ pub enum SessionEvent {
     Created {
         id: String,
         call_id: String,
+        /// The authenticated user's name, and id.
         caller: String,
+        user_id: String,
+        /// `name@domain`, and the service's id.
         service: String,
+        service_id: String,
+        /// The application server's name, and id.
         app_server: String,
+        app_server_id: String,
         node: String,
         at: i64,
     },
@@ -77,6 +95,8 @@ pub enum SessionEvent {
     Failed { id: String, at: i64, status: u16 },
     /// The caller cancelled the INVITE: state `cancelled`.
     Cancelled { id: String, at: i64, status: u16 },
+    /// A mid-session change (re-INVITE, UPDATE) was answered: one more row on the session.
+    Changed(SessionChange),
 }
 
 /// Answers a `record_durably` caller: `Ok` once committed, or why not.
@@ -192,6 +212,14 @@ enum BatchFailure {
 }
 
 impl BatchFailure {
+    /// A store helper's failure: a refused statement, or anything else that failed.
+    fn of_store(err: super::StoreError) -> Self {
+        match err {
+            super::StoreError::Db(e) => BatchFailure::of_statement(e),
+            other => BatchFailure::Failed(DbErr::Custom(other.to_string())),
+        }
+    }
+
     fn of_statement(err: DbErr) -> Self {
         let refused = match &err {
             DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
@@ -222,8 +250,11 @@ async fn apply(
                 id,
                 call_id,
                 caller,
+                user_id,
                 service,
+                service_id,
                 app_server,
+                app_server_id,
                 node,
                 at,
             } => Some(sessions::ActiveModel {
@@ -242,12 +273,29 @@ async fn apply(
                 end_reason: Set(None),
                 last_activity_at: Set(None),
                 node: Set(node.clone()),
+                user_id: Set(Some(user_id.clone())),
+                service_id: Set(Some(service_id.clone())),
+                app_server_id: Set(Some(app_server_id.clone())),
+                tariff_id: Set(None),
             }),
             _ => None,
         })
         .collect();
     for chunk in created.chunks(INSERT_CHUNK) {
         sessions::Entity::insert_many(chunk.iter().cloned())
+            .exec_without_returning(&txn)
+            .await
+            .map_err(BatchFailure::of_statement)?;
+    }
+    let changes: Vec<change_rows::ActiveModel> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            SessionEvent::Changed(change) => Some(change_row(change)),
+            _ => None,
+        })
+        .collect();
+    for chunk in changes.chunks(INSERT_CHUNK) {
+        change_rows::Entity::insert_many(chunk.iter().cloned())
             .exec_without_returning(&txn)
             .await
             .map_err(BatchFailure::of_statement)?;
@@ -280,71 +328,69 @@ async fn apply(
         }
     }
 
+    // Billing and webhooks of what this batch confirmed and terminated.
+    let ids_of = |kind: UpdateKind| -> Vec<&str> {
+        events
+            .iter()
+            .zip(&outcomes)
+            .filter(|(ev, outcome)| UpdateKind::of(ev) == Some(kind) && outcome.is_ok())
+            .map(|(ev, _)| ev.session_id())
+            .collect()
+    };
+    let confirmed = ids_of(UpdateKind::Confirmed);
+    if !confirmed.is_empty() {
+        super::ledger::announce_confirmed(&txn, &confirmed)
+            .await
+            .map_err(BatchFailure::of_store)?;
+    }
+    let terminated = ids_of(UpdateKind::Terminated);
+    if !terminated.is_empty() {
+        super::ledger::bill_sessions(&txn, &terminated)
+            .await
+            .map_err(BatchFailure::of_store)?;
+    }
+
     txn.commit().await.map_err(BatchFailure::Failed)?;
     Ok(outcomes)
 }
 
-/// Applies one update event on its own; reports an event for an unknown session.
+/// Applies one update event on its own (the batch statement with one row); reports an
+/// event for an unknown session.
 async fn update_one(
     txn: &DatabaseTransaction,
     ev: &SessionEvent,
 ) -> Result<Result<(), String>, BatchFailure> {
-    use sessions::Column as C;
-    let update = sessions::Entity::update_many();
-    let (id, update) = match ev {
-        SessionEvent::Created { .. } => return Ok(Ok(())),
-        SessionEvent::Confirmed { id, at, status } => (
-            id,
-            update
-                .col_expr(C::State, Expr::value(SessionState::Confirmed.as_str()))
-                .col_expr(C::FinalStatus, Expr::value(i32::from(*status)))
-                .col_expr(C::ConfirmedAt, Expr::value(*at))
-                .col_expr(C::LastActivityAt, Expr::value(*at)),
-        ),
-        SessionEvent::Activity { id, at } => {
-            (id, update.col_expr(C::LastActivityAt, Expr::value(*at)))
-        }
-        SessionEvent::Terminated {
-            id,
-            at,
-            duration_ms,
-            ended_by,
-        } => (
-            id,
-            update
-                .col_expr(C::State, Expr::value(SessionState::Terminated.as_str()))
-                .col_expr(C::EndedAt, Expr::value(*at))
-                .col_expr(C::DurationMs, Expr::value(*duration_ms))
-                .col_expr(C::EndedBy, Expr::value(ended_by.as_str()))
-                .col_expr(C::EndReason, Expr::value(END_REASON_BYE)),
-        ),
-        SessionEvent::Failed { id, at, status } => (
-            id,
-            update
-                .col_expr(C::State, Expr::value(SessionState::Failed.as_str()))
-                .col_expr(C::FinalStatus, Expr::value(i32::from(*status)))
-                .col_expr(C::EndedAt, Expr::value(*at)),
-        ),
-        SessionEvent::Cancelled { id, at, status } => (
-            id,
-            update
-                .col_expr(C::State, Expr::value(SessionState::Cancelled.as_str()))
-                .col_expr(C::FinalStatus, Expr::value(i32::from(*status)))
-                .col_expr(C::EndedAt, Expr::value(*at)),
-        ),
+    let Some(kind) = UpdateKind::of(ev) else {
+        return Ok(Ok(()));
     };
-    let matched = update
-        .filter(C::Id.eq(id.as_str()))
-        .exec(txn)
+    let statement = kind.statement(txn.get_database_backend(), std::iter::once(ev));
+    let matched = txn
+        .execute_raw(statement)
         .await
         .map_err(BatchFailure::of_statement)?
-        .rows_affected;
+        .rows_affected();
+    let id = ev.session_id();
     Ok(if matched == 0 {
         tracing::warn!(session = %id, event = ?ev, "session event for an unknown session");
         Err(format!("no session {id}"))
     } else {
         Ok(())
     })
+}
+
+impl SessionEvent {
+    /// The session the event is about.
+    pub fn session_id(&self) -> &str {
+        match self {
+            SessionEvent::Created { id, .. }
+            | SessionEvent::Confirmed { id, .. }
+            | SessionEvent::Activity { id, .. }
+            | SessionEvent::Terminated { id, .. }
+            | SessionEvent::Failed { id, .. }
+            | SessionEvent::Cancelled { id, .. } => id,
+            SessionEvent::Changed(change) => &change.session_id,
+        }
+    }
 }
 
 /// The kinds of update event, in the order a batch applies them.
@@ -368,7 +414,7 @@ impl UpdateKind {
 
     fn of(ev: &SessionEvent) -> Option<UpdateKind> {
         Some(match ev {
-            SessionEvent::Created { .. } => return None,
+            SessionEvent::Created { .. } | SessionEvent::Changed(_) => return None,
             SessionEvent::Confirmed { .. } => UpdateKind::Confirmed,
             SessionEvent::Activity { .. } => UpdateKind::Activity,
             SessionEvent::Terminated { .. } => UpdateKind::Terminated,
@@ -380,9 +426,12 @@ impl UpdateKind {
     /// `SET` clauses over the `VALUES` columns (`column1` is always the session id).
     fn assignments(self) -> String {
         match self {
+            // The tariff version in force at confirmation: the newest not after it.
             UpdateKind::Confirmed => format!(
                 "state = '{}', confirmed_at = v.column2, last_activity_at = v.column2, \
-                 final_status = v.column3",
+                 final_status = v.column3, tariff_id = (SELECT t.id FROM tariffs t \
+                 WHERE t.service_id = sessions.service_id AND t.effective_from <= v.column2 \
+                 ORDER BY t.effective_from DESC, t.created_at DESC, t.id DESC LIMIT 1)",
                 SessionState::Confirmed.as_str()
             ),
             UpdateKind::Activity => "last_activity_at = v.column2".into(),
@@ -405,7 +454,7 @@ impl UpdateKind {
     /// The values of one event, in `VALUES` column order.
     fn row(ev: &SessionEvent) -> Vec<Value> {
         match ev {
-            SessionEvent::Created { .. } => Vec::new(),
+            SessionEvent::Created { .. } | SessionEvent::Changed(_) => Vec::new(),
             SessionEvent::Confirmed { id, at, status }
             | SessionEvent::Failed { id, at, status }
             | SessionEvent::Cancelled { id, at, status } => {

@@ -128,6 +128,12 @@ pub struct SessionRecord {
     pub end_reason: Option<String>,
     /// The relay node that record-routed the session.
     pub node: String,
+    /// Ids beside the names (absent on sessions recorded before billing existed).
+    pub user_id: Option<String>,
+    pub service_id: Option<String>,
+    pub app_server_id: Option<String>,
+    /// The tariff version in force at confirmation, if the service had one.
+    pub tariff_id: Option<String>,
 }
 
 impl TryFrom<sessions::Model> for SessionRecord {
@@ -158,6 +164,10 @@ impl TryFrom<sessions::Model> for SessionRecord {
             ended_by: m.ended_by,
             end_reason: m.end_reason,
             node: m.node,
+            user_id: m.user_id,
+            service_id: m.service_id,
+            app_server_id: m.app_server_id,
+            tariff_id: m.tariff_id,
         })
     }
 }
@@ -211,13 +221,70 @@ impl Store {
             .try_into()
     }
 
+    /// Sessions of `column = id` that ended in `[from, to)`, oldest first (statements and
+    /// settlements).
+    pub async fn sessions_ended_between(
+        &self,
+        by_app_server: bool,
+        id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        use sessions::Column as C;
+        let column = if by_app_server {
+            C::AppServerId
+        } else {
+            C::UserId
+        };
+        sessions::Entity::find()
+            .filter(column.eq(id))
+            .filter(C::State.eq(SessionState::Terminated.as_str()))
+            .filter(C::EndedAt.gte(from))
+            .filter(C::EndedAt.lt(to))
+            .order_by_asc(C::EndedAt)
+            .order_by_asc(C::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(SessionRecord::try_from)
+            .collect()
+    }
+
+    /// Names of every application server and service that ever existed, by id (history
+    /// keeps deleted ones): `(app servers, services as name@domain)`.
+    pub async fn names_by_id(
+        &self,
+    ) -> Result<
+        (
+            std::collections::HashMap<String, String>,
+            std::collections::HashMap<String, String>,
+        ),
+        StoreError,
+    > {
+        use super::entities::{app_servers, services};
+        let servers = app_servers::Entity::find()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| (m.id, m.name))
+            .collect();
+        let services = services::Entity::find()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| (m.id, format!("{}@{}", m.name, m.domain)))
+            .collect();
+        Ok((servers, services))
+    }
+
     /// Closes the sessions relay node `node` left open when it stopped; run at start-up.
     ///
     /// A `trying` session becomes `failed` (no final status, ended now); a `confirmed` one
     /// becomes `terminated`, ended — and billed — at its last proof of life
     /// (`last_activity_at`, else `confirmed_at`). Both are marked `ended_by = relay`,
-    /// `end_reason = relay_restart`. Other nodes' sessions are left alone: on a shared
-    /// database they may be live. Returns the number of sessions closed.
+    /// `end_reason = relay_restart`. The terminated ones are billed in the same transaction
+    /// (time charge, `session.terminated` webhook). Other nodes' sessions are left alone: on a
+    /// shared database they may be live. Returns the number of sessions closed.
     pub async fn close_interrupted_sessions(
         &self,
         node: &str,
@@ -245,6 +312,14 @@ impl Store {
                 Expr::col(C::CreatedAt),
             ])
         };
+        let confirmed: Vec<String> = sessions::Entity::find()
+            .filter(C::Node.eq(node))
+            .filter(C::State.eq(SessionState::Confirmed.as_str()))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         let terminated = sessions::Entity::update_many()
             .col_expr(C::State, Expr::value(SessionState::Terminated.as_str()))
             .col_expr(C::EndedAt, last_proof_of_life().into())
@@ -259,6 +334,8 @@ impl Store {
             .exec(&txn)
             .await?
             .rows_affected;
+        let ids: Vec<&str> = confirmed.iter().map(String::as_str).collect();
+        super::ledger::bill_sessions(&txn, &ids).await?;
         txn.commit().await?;
 
         Ok(failed + terminated)

@@ -2,7 +2,10 @@
 openapi/openapi.json: creates an application server and a service, reads sessions, and checks
 that errors arrive as typed problem documents.
 
-Usage: python python_client_check.py BASE_URL OPERATOR_KEY SESSION_ID
+Then, as the session's application server, posts a charge (twice with one Idempotency-Key:
+one charge) and reads the user's statement as the operator.
+
+Usage: python python_client_check.py BASE_URL OPERATOR_KEY SESSION_ID SHOP_KEY USER_ID
 (the generated package `tollgate_client` must be importable, e.g. through PYTHONPATH).
 """
 
@@ -10,10 +13,14 @@ import sys
 
 from tollgate_client import AuthenticatedClient
 from tollgate_client.api.app_servers import create_app_server
+from tollgate_client.api.billing import create_charge, get_statement
 from tollgate_client.api.services import create_service, get_service, list_services
 from tollgate_client.api.sessions import get_session, list_sessions
 from tollgate_client.models import (
+    Charge,
     CreatedAppServer,
+    NewCharge,
+    Statement,
     NewAppServer,
     NewService,
     Problem,
@@ -26,7 +33,7 @@ from tollgate_client.models import (
 
 
 def main() -> None:
-    base_url, operator_key, session_id = sys.argv[1:4]
+    base_url, operator_key, session_id, owner_key, user_id = sys.argv[1:6]
     client = AuthenticatedClient(base_url=base_url, token=operator_key)
 
     shop = create_app_server.sync(
@@ -66,6 +73,25 @@ def main() -> None:
     shop_client = AuthenticatedClient(base_url=base_url, token=shop.api_key)
     hidden = get_session.sync(session_id, client=shop_client)
     assert isinstance(hidden, Problem) and hidden.status == 404, hidden
+
+    # The session's own application server charges an item, exactly once per key.
+    owner = AuthenticatedClient(base_url=base_url, token=owner_key)
+    wine = NewCharge(description="Barolo", unit_amount=1200, quantity=2, currency="EUR")
+    charge = create_charge.sync(session_id, client=owner, body=wine, idempotency_key="sdk-1")
+    assert isinstance(charge, Charge), charge
+    assert charge.amount == 2400 and charge.source.value == "rest", charge
+    again = create_charge.sync(session_id, client=owner, body=wine, idempotency_key="sdk-1")
+    assert isinstance(again, Charge) and again.id == charge.id, again
+    reused = create_charge.sync_detailed(
+        session_id, client=owner, body=NewCharge(description="Barolo", unit_amount=1200,
+                                                 quantity=3, currency="EUR"),
+        idempotency_key="sdk-1")
+    assert reused.status_code == 422 and isinstance(reused.parsed, Problem), reused
+
+    statement = get_statement.sync(user_id, client=client)
+    assert isinstance(statement, Statement), statement
+    assert [(t.currency, t.amount) for t in statement.totals] == [("EUR", 2400)], statement
+    assert [c.id for c in statement.charges] == [charge.id], statement
 
     print("python client: ok")
 

@@ -14,6 +14,8 @@ pub struct Model {
     #[sea_orm(unique)]
     pub key_hash: String,
     pub created_at: i64,
+    /// A replaced key keeps working until then; `None` while it is current.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

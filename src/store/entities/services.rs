@@ -12,6 +12,8 @@ pub struct Model {
     pub created_at: i64,
     /// `first_answer`, `all_answers` or `serial` (see [`crate::store::ForkMode`]).
     pub fork_mode: String,
+    /// Set when deleted; the row stays for history.
+    pub deleted_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

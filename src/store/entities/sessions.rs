@@ -21,6 +21,11 @@ pub struct Model {
     pub end_reason: Option<String>,
     pub last_activity_at: Option<i64>,
     pub node: String,
+    pub user_id: Option<String>,
+    pub service_id: Option<String>,
+    pub app_server_id: Option<String>,
+    /// The tariff version in force when the session was confirmed.
+    pub tariff_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
