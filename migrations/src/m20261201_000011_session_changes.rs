@@ -1,5 +1,5 @@
 //! `session_changes`: every mid-session change (re-INVITE or UPDATE) a session went through —
-//! who asked, when, for what (the body, up to 8 KiB), and the answer's status. Append-only;
+//! who asked, in which order (`seq`, 1, 2, … within the session), when, for what (the body, up to 8 KiB), and the answer's status. Append-only;
 //! a refused change is recorded with its refusal and leaves the session as it was.
 
 use sea_orm_migration::{prelude::*, schema::*};
@@ -12,6 +12,7 @@ enum SessionChanges {
     Table,
     Id,
     SessionId,
+    Seq,
     At,
     Party,
     Method,
@@ -39,6 +40,7 @@ impl MigrationTrait for Migration {
                     .table(SessionChanges::Table)
                     .col(text(SessionChanges::Id).primary_key())
                     .col(text(SessionChanges::SessionId))
+                    .col(integer(SessionChanges::Seq))
                     .col(big_integer(SessionChanges::At))
                     .col(text(SessionChanges::Party))
                     .col(text(SessionChanges::Method))
@@ -61,7 +63,7 @@ impl MigrationTrait for Migration {
                     .name("idx_session_changes_session")
                     .table(SessionChanges::Table)
                     .col(SessionChanges::SessionId)
-                    .col(SessionChanges::At)
+                    .col(SessionChanges::Seq)
                     .to_owned(),
             )
             .await

@@ -102,6 +102,8 @@ pub struct Dialog {
     pub confirmed_at: Option<Millis>,
     /// The side whose re-INVITE or UPDATE is waiting for its answer.
     pub pending_offer: Option<Party>,
+    /// How many changes were asked for so far: numbers them in the order they came.
+    pub changes_asked: u32,
     /// Requests that arrived while the ACK waited for the disk, relayed after it in order.
     pub held: Vec<(Request, Flow)>,
     /// The ACK waiting for the disk, and where it goes.
@@ -222,6 +224,7 @@ impl Dialogs {
                 status,
                 confirmed_at: None,
                 pending_offer: None,
+                changes_asked: 0,
                 held: Vec::new(),
                 held_ack: None,
             },
@@ -290,6 +293,8 @@ pub fn set_cseq(headers: &mut rsipstack::sip::Headers, number: u32) {
 /// A mid-session change waiting for its answer.
 #[derive(Debug, Clone)]
 pub struct PendingChange {
+    /// Its place among the session's changes (1, 2, …).
+    pub seq: u32,
     pub party: Party,
     pub method: String,
     pub content_type: Option<String>,
@@ -354,8 +359,11 @@ impl Core {
                 Vec::new(),
             );
         }
+        let mut change_seq = 0;
         if offer {
             dialog.pending_offer = Some(party);
+            dialog.changes_asked += 1;
+            change_seq = dialog.changes_asked;
         }
         if req.method == Method::Bye {
             dialog.state = DialogState::Ending(party);
@@ -397,6 +405,7 @@ impl Core {
         let mut ctx = ProxyContext::in_dialog(dk, branch.clone());
         ctx.cseq_shift = shift;
         ctx.change = offer.then(|| PendingChange {
+            seq: change_seq,
             party,
             method: method.to_string(),
             content_type: req.headers.iter().find_map(|h| match h {
@@ -431,6 +440,7 @@ impl Core {
         }
         let record = crate::store::SessionChange {
             session_id: d.info.session_id.clone(),
+            seq: change.seq,
             at: change.at,
             party: change.party,
             method: change.method,

@@ -16,6 +16,8 @@ pub const MAX_CHANGE_BODY: usize = 8 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionChange {
     pub session_id: String,
+    /// The order it was asked in within the session: 1, 2, … (two changes can share `at`).
+    pub seq: u32,
     pub at: i64,
     /// Who asked.
     pub party: Party,
@@ -41,6 +43,7 @@ pub(super) fn change_row(change: &SessionChange) -> session_changes::ActiveModel
     session_changes::ActiveModel {
         id: Set(new_id()),
         session_id: Set(change.session_id.clone()),
+        seq: Set(i32::try_from(change.seq).unwrap_or(i32::MAX)),
         at: Set(change.at),
         party: Set(change.party.as_str().to_owned()),
         method: Set(change.method.clone()),
@@ -58,14 +61,14 @@ impl Store {
     ) -> Result<Vec<SessionChange>, StoreError> {
         let rows = session_changes::Entity::find()
             .filter(session_changes::Column::SessionId.eq(session_id))
-            .order_by_asc(session_changes::Column::At)
-            .order_by_asc(session_changes::Column::Id)
+            .order_by_asc(session_changes::Column::Seq)
             .all(&self.db)
             .await?;
         Ok(rows
             .into_iter()
             .map(|m| SessionChange {
                 session_id: m.session_id,
+                seq: u32::try_from(m.seq).unwrap_or(0),
                 at: m.at,
                 party: if m.party == "callee" {
                     Party::Callee

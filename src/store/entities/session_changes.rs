@@ -8,6 +8,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
     pub session_id: String,
+    /// The order the changes were asked in within the session: 1, 2, …
+    pub seq: i32,
     pub at: i64,
     /// `caller` or `callee`: who asked for the change.
     pub party: String,
