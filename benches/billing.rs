@@ -67,6 +67,7 @@ async fn world(store: &Store) -> String {
             id: "s".into(),
             at: NOW,
             status: 200,
+            dialog: None,
         },
     ] {
         writer.record_durably(ev).await.unwrap().unwrap();

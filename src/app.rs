@@ -11,6 +11,7 @@ use crate::relay::auth::{AuthSettings, Authenticator, ChallengeKind};
 use crate::relay::core::{Core, CoreParts, CoreSettings};
 use crate::relay::directory::DirectoryCache;
 use crate::relay::routing::{branch_safe, LocalIdentity};
+use crate::relay::session_life::{Draining, LifeSettings};
 use crate::sip::digest::Algorithm;
 use crate::sip::transport::{StreamLimits, TlsAcceptor, Transports};
 use crate::store::{SessionWriter, Store, StoreError};
@@ -18,7 +19,7 @@ use crate::tokens::{TokenConfig, TokenError, TokenIssuer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Why the relay could not start.
@@ -48,6 +49,8 @@ pub struct Relay {
     directory: Arc<DirectoryCache>,
     tasks: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
+    draining: Draining,
+    live: watch::Receiver<usize>,
 }
 
 impl Relay {
@@ -62,6 +65,21 @@ impl Relay {
     /// Reloads the users and services now, rather than at the next periodic refresh.
     pub async fn reload_directory(&self) -> Result<(), StoreError> {
         self.directory.refresh(&self.store).await
+    }
+
+    /// The number of live dialogs (sessions being set up, confirmed or ending).
+    pub fn live_sessions(&self) -> usize {
+        *self.live.borrow()
+    }
+
+    /// Stops taking new sessions (new INVITEs get 503, `/readyz` says not ready) and waits
+    /// until the live ones have ended or `within` has passed, relaying their in-dialog
+    /// requests meanwhile. Returns how many are still live; they are stored, and the next
+    /// start of this node carries on with them.
+    pub async fn drain(&mut self, within: Duration) -> usize {
+        self.draining.start();
+        let _ = tokio::time::timeout(within, self.live.wait_for(|n| *n == 0)).await;
+        self.live_sessions()
     }
 
     /// Stops listening, then waits until every session event is on disk.
@@ -86,21 +104,32 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             ));
         }
     }
-    let store = Store::connect(&config.database.url)
-        .await?
-        .with_charge_grace_ms(secs_to_ms(config.billing.charge_grace_secs));
-    let closed = store
-        .close_interrupted_sessions(&config.node_id, clock.now_ms())
+    let store = Store::connect_with(
+        &config.database.url,
+        Duration::from_secs(config.database.acquire_timeout_secs.max(1)),
+    )
+    .await?
+    .with_charge_grace_ms(secs_to_ms(config.billing.charge_grace_secs));
+    // Sessions silent for longer than a session interval are over; the others go on.
+    let resumed = store
+        .resume_sessions(
+            &config.node_id,
+            clock.now_ms(),
+            secs_to_ms(config.sip.session_expires.max(config.sip.min_se)),
+        )
         .await?;
-    if closed > 0 {
-        tracing::warn!(closed, "closed sessions left open by a previous run");
+    if resumed.closed_count() > 0 {
+        tracing::warn!(
+            closed = resumed.closed_count(),
+            "closed sessions a previous run left open and silent"
+        );
     }
     let directory = DirectoryCache::load(&store).await?;
     let refresh = directory.spawn_refresh(
         store.clone(),
         Duration::from_millis(config.sip.cache_refresh_ms.max(100)),
     );
-    let (sessions, writer) = SessionWriter::spawn(store.clone());
+    let (sessions, writer) = SessionWriter::spawn_with(store.clone(), config.sessions.writer_queue);
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -165,6 +194,16 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     });
     let metrics = Metrics::new();
     let readiness = Readiness::new();
+    let draining = Draining::default();
+    let calls = (sessions.clone(), draining.clone());
+    readiness.set_calls_check(move || {
+        if calls.1.is_on() {
+            Some("the node is draining for a stop".to_string())
+        } else {
+            calls.0.trouble().map(|t| t.to_string())
+        }
+    });
+    let (live_tx, live) = watch::channel(0);
     let api_state = ApiState::new(ApiParts {
         store: store.clone(),
         clock: clock.clone(),
@@ -203,6 +242,14 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
                 ChallengeStyle::Www => ChallengeKind::Www,
             },
             local,
+            store_timeout: Duration::from_millis(config.sessions.store_timeout_ms.max(1)),
+            life: LifeSettings {
+                session_expires: u32::try_from(config.sip.session_expires).unwrap_or(u32::MAX),
+                min_se: u32::try_from(config.sip.min_se).unwrap_or(u32::MAX),
+                max_duration: (config.sessions.max_duration_secs > 0)
+                    .then(|| Duration::from_secs(config.sessions.max_duration_secs)),
+                checkpoint: Duration::from_secs(config.sessions.checkpoint_secs.max(1)),
+            },
         },
         CoreParts {
             transports,
@@ -213,11 +260,13 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             clock,
             tokens,
             metrics: metrics.clone(),
+            draining: draining.clone(),
+            live: live_tx,
         },
     );
     let core_ready = readiness.clone();
     let core_task = tokio::spawn(async move {
-        core.run(inbound_rx).await;
+        core.run(resumed, inbound_rx).await;
         core_ready.set_sip_ready(false);
     });
     readiness.set_sip_ready(true);
@@ -237,6 +286,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         directory,
         tasks: vec![core_task, refresh, key_reload, http_task, webhooks, purge],
         writer,
+        draining,
+        live,
     })
 }
 

@@ -160,8 +160,11 @@ pub enum ChallengeStyle {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://file.db` or `postgres://…`.
+    /// `sqlite://file.db` (or any form sqlx accepts: `sqlite:file.db`, `sqlite://file.db?mode=rwc`,
+    /// `sqlite::memory:`) or `postgres://…`.
     pub url: String,
+    /// How long a query waits for a pooled connection before it fails.
+    pub acquire_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,6 +201,40 @@ pub struct SipConfig {
     pub tls_key: Option<PathBuf>,
     /// How often the user and service cache is reloaded from the database.
     pub cache_refresh_ms: u64,
+    /// RFC 4028: the session interval inserted into an INVITE that has none, in seconds.
+    pub session_expires: u64,
+    /// RFC 4028: the smallest session interval accepted (a smaller one gets 422).
+    pub min_se: u64,
+    /// On SIGTERM/SIGINT: how long live sessions may go on (new INVITEs get 503) before the
+    /// relay stops, leaving them to the next start.
+    pub drain_secs: u64,
+}
+
+/// Session life (`[sessions]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// How often the node records that its confirmed sessions are alive (one statement for
+    /// all): a crash bills at most this much less than was carried.
+    pub checkpoint_secs: u64,
+    /// Any session is ended at this age (`end_reason = max_duration`); 0 = no limit.
+    pub max_duration_secs: u64,
+    /// The longest the relay waits for a confirmation or an end to be stored before it gives
+    /// up on it (ends the call instead of relaying the ACK).
+    pub store_timeout_ms: u64,
+    /// Session events queued for the database beyond which new INVITEs get 503.
+    pub writer_queue: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_secs: 10,
+            max_duration_secs: 24 * 60 * 60,
+            store_timeout_ms: 2000,
+            writer_queue: 50_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,12 +343,14 @@ pub struct Config {
     pub api: ApiConfig,
     pub billing: BillingConfig,
     pub webhooks: WebhooksConfig,
+    pub sessions: SessionsConfig,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://tollgate.db".into(),
+            acquire_timeout_secs: 5,
         }
     }
 }
@@ -339,6 +378,9 @@ impl Default for SipConfig {
             tls_cert: None,
             tls_key: None,
             cache_refresh_ms: 2000,
+            session_expires: 1800,
+            min_se: 90,
+            drain_secs: 30,
         }
     }
 }
@@ -363,6 +405,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             billing: BillingConfig::default(),
             webhooks: WebhooksConfig::default(),
+            sessions: SessionsConfig::default(),
         }
     }
 }

@@ -509,12 +509,47 @@ async fn serve(config: Config, demo: bool) -> Result<()> {
     }
     let _ = writeln!(out, "tollgate ready: http {}", relay.http);
     let _ = out.flush();
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    eprintln!("shutting down");
+    let mut relay = relay;
+    let mut stop = StopSignals::install()?;
+    stop.next().await;
+    let drain = Duration::from_secs(config.sip.drain_secs);
+    eprintln!(
+        "stopping: new calls refused; {} live session(s) may finish within {} s (a second signal stops now)",
+        relay.live_sessions(),
+        drain.as_secs()
+    );
+    let left = tokio::select! {
+        left = relay.drain(drain) => left,
+        _ = stop.next() => relay.live_sessions(),
+    };
+    if left > 0 {
+        eprintln!("{left} live session(s) left to the next start of this node");
+    }
     relay.shutdown().await;
     Ok(())
+}
+
+/// SIGTERM (systemd, Kubernetes) and SIGINT (Ctrl-C), as one stream.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 /// The demo data: idempotent, so `serve --demo` can be run again on the same database.

@@ -11,7 +11,7 @@ use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use tollgate::clock::{rfc3339, Clock, SystemClock};
-use tollgate::store::{Party, SessionEvent, SessionWriter, Store};
+use tollgate::store::{EndReason, Party, SessionEvent, SessionWriter, Store};
 use tollgate::tokens::{TokenConfig, TokenIssuer};
 
 /// A relay and an HTTP client pointed at it.
@@ -588,6 +588,7 @@ impl Seeder {
             id: id.into(),
             at: at + 1000,
             status: 200,
+            dialog: None,
         })
         .await;
         if state == "confirmed" {
@@ -598,6 +599,7 @@ impl Seeder {
             at: at + 61_000,
             duration_ms: 60_000,
             ended_by: Party::Caller,
+            reason: EndReason::Bye,
         })
         .await;
     }
@@ -896,6 +898,7 @@ async fn introspection_is_active_only_for_the_right_shop_and_a_live_session() {
         at: now + 5000,
         duration_ms: 4000,
         ended_by: Party::Callee,
+        reason: EndReason::Bye,
     })
     .await;
     let ended = ok(
@@ -950,7 +953,7 @@ async fn probes_metrics_and_docs_are_served() {
         .iter()
         .map(|c| (c["name"].as_str().unwrap(), c["ok"].as_bool().unwrap()))
         .collect();
-    assert_eq!(checks, [("database", true), ("sip", true)]);
+    assert_eq!(checks, [("database", true), ("sip", true), ("calls", true)]);
 
     // Some traffic to count.
     ok(

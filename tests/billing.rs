@@ -15,7 +15,9 @@ use tollgate::app::{self, Relay};
 use tollgate::billing::{record_charges, ChargeSource, NewCharge, Tariff};
 use tollgate::clock::{rfc3339, ManualClock};
 use tollgate::notify::{retry_delay_ms, verify, Dispatcher, DispatcherSettings};
-use tollgate::store::{AppServerChange, LedgerQuery, Party, SessionEvent, SessionWriter, Store};
+use tollgate::store::{
+    AppServerChange, EndReason, LedgerQuery, Party, SessionEvent, SessionWriter, Store,
+};
 
 /// 2026-11-26T00:00:00Z.
 const T0: i64 = 1_795_651_200_000;
@@ -109,6 +111,7 @@ impl World {
             id: id.into(),
             at: at + 100,
             status: 200,
+            dialog: None,
         })
         .await;
         if let Some(d) = duration_ms {
@@ -122,6 +125,7 @@ impl World {
             at,
             duration_ms,
             ended_by: Party::Caller,
+            reason: EndReason::Bye,
         })
         .await;
     }
@@ -369,9 +373,10 @@ async fn time_charges_follow_the_tariff_in_force_at_confirmation(store: Store, u
     .await;
     let closed = w
         .store
-        .close_interrupted_sessions("node-1", T0 + 500_000)
+        .resume_sessions("node-1", T0 + 500_000, 0)
         .await
-        .unwrap();
+        .unwrap()
+        .closed_count();
     assert!(closed >= 1);
     assert_eq!(
         w.time_charge("interrupted").await,

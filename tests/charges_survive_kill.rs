@@ -119,6 +119,7 @@ async fn acknowledged_charges_survive_sigkill_and_retries_land_once() {
                 id: "live".into(),
                 at: now + 10,
                 status: 200,
+                dialog: None,
             },
         ] {
             writer.record_durably(ev).await.unwrap().unwrap();

@@ -118,6 +118,7 @@ async fn a_generated_python_client_drives_a_live_relay() {
             id: "sdk-session".into(),
             at: now - 1000,
             status: 200,
+            dialog: None,
         },
     ] {
         writer

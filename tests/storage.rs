@@ -10,8 +10,8 @@ use common::db::{fresh_sqlite, on_both_engines};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 use tollgate::store::{
-    Binding, ForkMode, Party, SessionEvent, SessionFilter, SessionState, SessionWriter, Store,
-    StoreError,
+    Binding, EndReason, ForkMode, Party, SessionEvent, SessionFilter, SessionState, SessionWriter,
+    Store, StoreError,
 };
 
 on_both_engines!(
@@ -377,6 +377,7 @@ async fn session_lifecycles(store: Store, _url: String) {
         id: "s1".into(),
         at: 1_500,
         status: 200,
+        dialog: None,
     });
     writer.record(SessionEvent::Activity {
         id: "s1".into(),
@@ -387,6 +388,7 @@ async fn session_lifecycles(store: Store, _url: String) {
         at: 61_500,
         duration_ms: 60_000,
         ended_by: Party::Callee,
+        reason: EndReason::Bye,
     }))
     .await;
 
@@ -475,6 +477,7 @@ async fn session_lifecycles(store: Store, _url: String) {
             id: "ghost".into(),
             at: 5_000,
             status: 200,
+            dialog: None,
         })
         .await
         .expect("the writer answers");
@@ -511,6 +514,7 @@ async fn thousands_of_events_all_land(store: Store, _url: String) {
             id: id.clone(),
             at: t + 1,
             status: 200,
+            dialog: None,
         });
         writer.record(SessionEvent::Activity {
             id: id.clone(),
@@ -525,6 +529,7 @@ async fn thousands_of_events_all_land(store: Store, _url: String) {
             at: t + 5,
             duration_ms: 4,
             ended_by: Party::Caller,
+            reason: EndReason::Bye,
         });
         if i % 100 == 0 {
             // Let the writer interleave with the producer, as it does in the relay.
@@ -615,6 +620,7 @@ async fn interrupted_sessions_are_closed_honestly(store: Store, _url: String) {
         id: "active".into(),
         at: 2_000,
         status: 200,
+        dialog: None,
     });
     writer.record(SessionEvent::Activity {
         id: "active".into(),
@@ -625,6 +631,7 @@ async fn interrupted_sessions_are_closed_honestly(store: Store, _url: String) {
         id: "quiet".into(),
         at: 3_000,
         status: 200,
+        dialog: None,
     });
     writer.record(created("over", 1_000));
     writer.record(SessionEvent::Failed {
@@ -637,16 +644,21 @@ async fn interrupted_sessions_are_closed_honestly(store: Store, _url: String) {
         id: "elsewhere".into(),
         at: 2_000,
         status: 200,
+        dialog: None,
     }))
     .await;
     drop(writer);
     task.await.expect("the writer task ends cleanly");
 
-    let closed = store
-        .close_interrupted_sessions("node-a", 50_000)
+    let resumed = store
+        .resume_sessions("node-a", 50_000, 0)
         .await
         .expect("close interrupted sessions");
-    assert_eq!(closed, 3);
+    assert_eq!(resumed.closed_count(), 3);
+    assert!(
+        resumed.live.is_empty(),
+        "no dialog was stored: nothing to carry on"
+    );
 
     let trying = store.get_session("trying").await.expect("read");
     assert_eq!(trying.state, SessionState::Failed);
@@ -677,9 +689,10 @@ async fn interrupted_sessions_are_closed_honestly(store: Store, _url: String) {
 
     assert_eq!(
         store
-            .close_interrupted_sessions("node-a", 60_000)
+            .resume_sessions("node-a", 60_000, 0)
             .await
-            .expect("close again"),
+            .expect("close again")
+            .closed_count(),
         0
     );
 }

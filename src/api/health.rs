@@ -1,5 +1,6 @@
 //! Probes and metrics: `/healthz` (the process answers), `/readyz` (the database answers a
-//! `SELECT 1` within [`DB_PROBE_TIMEOUT`] and the SIP transports are bound and served), and
+//! `SELECT 1` within [`DB_PROBE_TIMEOUT`], the SIP transports are bound and served, and the
+//! node takes new calls: not draining, its session store keeping up), and
 //! `/metrics`. None of them needs a key; none is rate-limited.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +21,23 @@ pub const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether the SIP side of the relay is up; set by [`crate::app`] once the transports are bound
 /// and cleared if the relay core stops.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Readiness {
     sip: Arc<AtomicBool>,
+    calls: Arc<std::sync::OnceLock<CallsCheck>>,
+}
+
+/// Says why the node takes no new calls now (draining, session store down or behind), or
+/// `None` when it does.
+type CallsCheck = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("sip", &self.sip_ready())
+            .field("calls", &self.calls_trouble())
+            .finish()
+    }
 }
 
 impl Readiness {
@@ -37,6 +52,16 @@ impl Readiness {
 
     pub fn sip_ready(&self) -> bool {
         self.sip.load(Ordering::Acquire)
+    }
+
+    /// Installs the check of whether the node takes new calls (once; later calls are ignored).
+    pub fn set_calls_check(&self, check: impl Fn() -> Option<String> + Send + Sync + 'static) {
+        let _ = self.calls.set(Box::new(check));
+    }
+
+    /// Why the node takes no new calls now, if it does not.
+    pub fn calls_trouble(&self) -> Option<String> {
+        self.calls.get().and_then(|check| check())
     }
 }
 
@@ -62,7 +87,8 @@ pub struct Readyz {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"name": "database", "ok": true}))]
 pub struct ReadyCheck {
-    /// `database` or `sip`.
+    /// `database`, `sip` or `calls` (the node takes new calls: not draining, its session
+    /// store keeping up).
     pub name: String,
     pub ok: bool,
     /// Why the check failed; empty when it passed.
@@ -94,9 +120,10 @@ pub async fn healthz() -> Json<Health> {
     operation_id = "getReadiness",
     tag = "operations",
     summary = "Readiness: database reachable and SIP transports bound",
-    description = "200 when the database answers a trivial query within 2 seconds and the SIP \
-                   transports are bound and served; 503 otherwise, naming the failed check. \
-                   Needs no key.",
+    description = "200 when the database answers a trivial query within 2 seconds, the SIP \
+                   transports are bound and served, and the node takes new calls (it is not \
+                   draining for a stop and its session store keeps up); 503 otherwise, naming \
+                   the failed check. Needs no key.",
     security(()),
     responses(
         (status = 200, description = "Ready for traffic", body = Readyz),
@@ -131,7 +158,13 @@ pub async fn readyz(State(state): State<ApiState>) -> Response {
             "the SIP transports are not bound or the relay core has stopped".into()
         },
     };
-    let ready = database.ok && sip.ok;
+    let trouble = state.inner.readiness.calls_trouble();
+    let calls = ReadyCheck {
+        name: "calls".into(),
+        ok: trouble.is_none(),
+        detail: trouble.unwrap_or_default(),
+    };
+    let ready = database.ok && sip.ok && calls.ok;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -139,7 +172,7 @@ pub async fn readyz(State(state): State<ApiState>) -> Response {
     };
     let body = Readyz {
         status: if ready { "ready" } else { "not_ready" }.into(),
-        checks: vec![database, sip],
+        checks: vec![database, sip, calls],
     };
     (status, Json(body)).into_response()
 }

@@ -30,16 +30,17 @@ use crate::relay::directory::DirectoryCache;
 use crate::relay::proxy::ProxyContext;
 use crate::relay::registrar;
 use crate::relay::routing::LocalIdentity;
+use crate::relay::session_life::{Draining, LifeSettings};
 use crate::relay::transaction::{Delivery, Engine, Expiry, Incoming, ServerKey};
 use crate::sip::message::{self as msg, MessageError};
 use crate::sip::transport::{Flow, Inbound, Transports};
-use crate::store::{SessionWriter, Store};
+use crate::store::{EndReason, Resumed, SessionWriter, Store};
 use crate::tokens::TokenIssuer;
 use rsipstack::sip::{Header, Method, Request, Response, SipMessage};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::time::DelayQueue;
 
 /// What the relay accepts; every in-dialog request is relayed whatever its method.
@@ -50,8 +51,10 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDA
 pub enum CoreEvent {
     /// A response for a server transaction, computed elsewhere (the registrar).
     Reply { key: ServerKey, response: Response },
-    /// The confirmation of a dialog is on disk; its ACK may be relayed.
-    ConfirmedDurably { dialog: String },
+    /// The end of a session is on disk (or the store gave up): the answer to its BYE moves.
+    EndStored { key: ServerKey, response: Response },
+    /// The confirmation of a dialog is on disk (`stored`), or could not be stored in time.
+    ConfirmedDurably { dialog: String, stored: bool },
     /// Answer a server transaction with a status the relay makes itself, once work done
     /// elsewhere decided it (charges written, say).
     Answer {
@@ -67,8 +70,12 @@ pub struct CoreSettings {
     pub t1: Duration,
     /// Timer C: how long an INVITE branch may go without a provisional response.
     pub timer_c: Duration,
+    /// The longest the relay waits for a session event that must be durable (the
+    /// confirmation before its ACK, the end before the 200 for BYE).
+    pub store_timeout: Duration,
     pub challenge: ChallengeKind,
     pub local: LocalIdentity,
+    pub life: LifeSettings,
 }
 
 /// Everything the core talks to.
@@ -81,6 +88,10 @@ pub struct CoreParts {
     pub clock: SharedClock,
     pub tokens: TokenIssuer,
     pub metrics: Metrics,
+    /// Set when the node stops taking new sessions.
+    pub draining: Draining,
+    /// The number of live dialogs, published for a draining node to wait on.
+    pub live: watch::Sender<usize>,
 }
 
 /// What a client transaction of the core is for.
@@ -100,6 +111,12 @@ pub enum CoreTimer {
     TimerC { branch: String, generation: u32 },
     /// A response context the relay made without a server transaction (a transfer) is done.
     ForgetContext { key: String },
+    /// The RFC 4028 session timer of a dialog, armed for its `generation`-th refresh.
+    SessionTimer { dialog: String, generation: u32 },
+    /// A dialog's session reaches `[sessions] max_duration_secs`.
+    MaxDuration { dialog: String },
+    /// Time for the node's checkpoint of its live sessions.
+    Checkpoint,
 }
 
 /// The relay core. Build it with [`Core::new`] and run it with [`Core::run`].
@@ -114,6 +131,10 @@ pub struct Core {
     pub(crate) timers: DelayQueue<CoreTimer>,
     pub(crate) events_tx: mpsc::UnboundedSender<CoreEvent>,
     events_rx: mpsc::UnboundedReceiver<CoreEvent>,
+    pub(crate) draining: Draining,
+    live: watch::Sender<usize>,
+    /// BYE answers waiting for their session's end to be stored.
+    pub(crate) ends_in_flight: usize,
 }
 
 /// [`CoreParts`] without the transports (the transaction engine owns those).
@@ -149,12 +170,21 @@ impl Core {
             timers: DelayQueue::new(),
             events_tx,
             events_rx,
+            draining: parts.draining,
+            live: parts.live,
+            ends_in_flight: 0,
         }
     }
 
-    /// Handles messages, events and timers until the inbound channel closes.
-    pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>) {
+    /// Carries on with what a previous run left (`resumed`), then handles messages, events
+    /// and timers until the inbound channel closes.
+    pub async fn run(mut self, resumed: Resumed, mut inbound: mpsc::Receiver<Inbound>) {
+        self.resume(resumed);
+        self.checkpoint();
         loop {
+            let live = self.dialogs.len() + self.ends_in_flight;
+            self.live
+                .send_if_modified(|n| std::mem::replace(n, live) != live);
             tokio::select! {
                 biased;
                 Some(timer) = std::future::poll_fn(|cx| self.engine.poll_timer(cx)) => {
@@ -298,7 +328,7 @@ impl Core {
                     tracing::info!(status, "a request of the relay's own was refused");
                 }
                 if let Some(dialog) = closes {
-                    self.close_dialog(&dialog);
+                    self.close_dialog(&dialog, EndReason::Bye, None);
                 }
             }
             Delivery::Provisional {
@@ -379,7 +409,13 @@ impl Core {
     fn on_event(&mut self, event: CoreEvent) {
         match event {
             CoreEvent::Reply { key, response } => self.engine.respond(&key, response),
-            CoreEvent::ConfirmedDurably { dialog } => self.on_confirmed_durably(&dialog),
+            CoreEvent::EndStored { key, response } => {
+                self.ends_in_flight = self.ends_in_flight.saturating_sub(1);
+                self.answer_upstream(&key, response)
+            }
+            CoreEvent::ConfirmedDurably { dialog, stored } => {
+                self.on_confirmed_durably(&dialog, stored)
+            }
             CoreEvent::Answer {
                 key,
                 status,
@@ -411,6 +447,11 @@ impl Core {
             CoreTimer::ForgetContext { key } => {
                 self.contexts.remove(&key);
             }
+            CoreTimer::SessionTimer { dialog, generation } => {
+                self.on_session_timer(&dialog, generation)
+            }
+            CoreTimer::MaxDuration { dialog } => self.on_max_duration(&dialog),
+            CoreTimer::Checkpoint => self.checkpoint(),
         }
     }
 }

@@ -34,11 +34,12 @@ use crate::clock::Millis;
 use crate::relay::core::{Core, CoreEvent, Role};
 use crate::relay::proxy::{prepare_forward, ProxyContext};
 use crate::relay::routing::{self, uri_hop};
+use crate::relay::session_life::session_expires;
 use crate::relay::transaction::{Outgoing, ServerKey};
 use crate::sip::builders::DialogRequest;
 use crate::sip::message as msg;
 use crate::sip::transport::Flow;
-use crate::store::{Party, SessionEvent};
+use crate::store::{EndReason, Party, SessionEvent};
 use bytes::Bytes;
 use rsipstack::sip::{Header, Method, Request, Response, Uri};
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,10 @@ pub struct DialogInfo {
     /// Requests the relay inserted toward each side, which shift the other side's CSeqs.
     pub to_caller_shift: u32,
     pub to_callee_shift: u32,
+    /// The RFC 4028 session interval the application server's 2xx named, in seconds: the
+    /// session ends unless a re-INVITE or UPDATE refreshes it within that time.
+    #[serde(default)]
+    pub session_interval_secs: Option<u32>,
 }
 
 /// One dialog between a caller and an application server; one session.
@@ -108,9 +113,37 @@ pub struct Dialog {
     pub held: Vec<(Request, Flow)>,
     /// The ACK waiting for the disk, and where it goes.
     pub held_ack: Option<(Bytes, Flow)>,
+    /// The last proof of life: its confirmation, or its latest in-dialog request.
+    pub last_seen: Millis,
+    /// When the session timer last started over (confirmation or refresh).
+    pub refreshed_at: Millis,
+    /// Which arming of the session timer is the current one.
+    pub timer_generation: u32,
 }
 
 impl Dialog {
+    /// A confirmed dialog carried on from a previous run of the relay.
+    pub fn resumed(info: DialogInfo, confirmed_at: Millis, last_proof_at: Millis) -> Dialog {
+        Dialog {
+            info,
+            state: DialogState::Confirmed,
+            status: 200,
+            confirmed_at: Some(confirmed_at),
+            pending_offer: None,
+            changes_asked: 0,
+            held: Vec::new(),
+            held_ack: None,
+            last_seen: last_proof_at,
+            refreshed_at: last_proof_at,
+            timer_generation: 0,
+        }
+    }
+
+    /// Whether a SIP client plays the caller's side (not the relay itself).
+    pub fn caller_is_client(&self) -> bool {
+        matches!(self.info.caller, CallerSide::Client { .. })
+    }
+
     /// Which side sent a request with this From tag.
     pub fn party_of(&self, from_tag: Option<&str>) -> Party {
         if from_tag == Some(self.info.caller_tag.as_str()) {
@@ -146,6 +179,17 @@ impl Dialogs {
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Dialog> {
         self.map.get_mut(key)
+    }
+
+    /// Puts back a dialog from a previous run; returns its key.
+    pub fn restore(&mut self, dialog: Dialog) -> String {
+        let k = key(
+            &dialog.info.call_id,
+            &dialog.info.caller_tag,
+            &dialog.info.callee_tag,
+        );
+        self.map.insert(k.clone(), dialog);
+        k
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Dialog> {
@@ -188,6 +232,7 @@ impl Dialogs {
             if d.state == DialogState::Early && state != DialogState::Early {
                 d.state = state;
                 d.status = status;
+                d.info.session_interval_secs = session_expires(&resp.headers);
             }
             return Some(k);
         }
@@ -215,6 +260,9 @@ impl Dialogs {
             callee_cseq: 0,
             to_caller_shift: 0,
             to_callee_shift: 0,
+            session_interval_secs: (state != DialogState::Early)
+                .then(|| session_expires(&resp.headers))
+                .flatten(),
         };
         self.map.insert(
             k.clone(),
@@ -227,9 +275,34 @@ impl Dialogs {
                 changes_asked: 0,
                 held: Vec::new(),
                 held_ack: None,
+                last_seen: 0,
+                refreshed_at: 0,
+                timer_generation: 0,
             },
         );
         Some(k)
+    }
+}
+
+/// Waits for a durable write for at most `bound`: `true` once it is committed.
+async fn stored_within(
+    done: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    bound: std::time::Duration,
+) -> bool {
+    match tokio::time::timeout(bound, done).await {
+        Ok(Ok(Ok(()))) => true,
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = %e, "session event not stored");
+            false
+        }
+        Ok(Err(_)) => {
+            tracing::error!("session writer stopped");
+            false
+        }
+        Err(_) => {
+            tracing::error!(?bound, "session event not stored in time");
+            false
+        }
     }
 }
 
@@ -385,6 +458,9 @@ impl Core {
             return self.engine.respond_status(&key, 481, None, Vec::new());
         };
         let now = self.now();
+        if let Some(d) = self.dialogs.get_mut(&dk) {
+            d.last_seen = d.last_seen.max(now);
+        }
         self.parts.sessions.record(SessionEvent::Activity {
             id: session_id,
             at: now,
@@ -499,23 +575,21 @@ impl Core {
                 self.parts.metrics.session_started();
                 dialog.state = DialogState::Confirming;
                 dialog.confirmed_at = Some(now);
+                dialog.last_seen = now;
+                dialog.refreshed_at = now;
                 dialog.held_ack = Some((wire, dest));
                 let done = self.parts.sessions.record_durably(SessionEvent::Confirmed {
                     id: dialog.info.session_id.clone(),
                     at: now,
                     status: dialog.status,
+                    dialog: serde_json::to_string(&dialog.info).ok(),
                 });
                 let events = self.events_tx.clone();
                 let dk = dk.to_string();
+                let bound = self.settings.store_timeout;
                 tokio::spawn(async move {
-                    match done.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "session confirmation not stored")
-                        }
-                        Err(_) => tracing::error!("session writer stopped"),
-                    }
-                    let _ = events.send(CoreEvent::ConfirmedDurably { dialog: dk });
+                    let stored = stored_within(done, bound).await;
+                    let _ = events.send(CoreEvent::ConfirmedDurably { dialog: dk, stored });
                 });
             }
             // A retransmitted ACK while the first one waits: it will be relayed once.
@@ -524,19 +598,33 @@ impl Core {
         }
     }
 
-    /// The confirmation is on disk: the ACK moves, then whatever queued behind it.
-    pub(crate) fn on_confirmed_durably(&mut self, dk: &str) {
+    /// The confirmation is on disk: the ACK moves, then whatever queued behind it. When it
+    /// could not be stored (in time), the ACK is not relayed: nothing reaches the parties as a
+    /// confirmed session that the database does not hold, so the call is ended on both sides.
+    pub(crate) fn on_confirmed_durably(&mut self, dk: &str, stored: bool) {
         let Some(d) = self.dialogs.get_mut(dk) else {
             return;
         };
+        let ack = d.held_ack.take();
+        let held = std::mem::take(&mut d.held);
+        if !stored {
+            tracing::error!(dialog = %dk, "session confirmation not stored: ending the call on both sides");
+            d.state = DialogState::Confirmed;
+            let now = self.now();
+            self.end_by_relay(dk, EndReason::StoreUnavailable, now);
+            // What queued behind the ACK finds no dialog now: a BYE is answered 481.
+            for (req, flow) in held {
+                self.on_request(req, flow);
+            }
+            return;
+        }
         if d.state == DialogState::Confirming {
             d.state = DialogState::Confirmed;
         }
-        let ack = d.held_ack.take();
-        let held = std::mem::take(&mut d.held);
         if let Some((wire, dest)) = ack {
             self.engine.send_stateless(dest, wire);
         }
+        self.start_session_clocks(dk);
         for (req, flow) in held {
             self.on_request(req, flow);
         }
@@ -618,27 +706,86 @@ impl Core {
         Some(())
     }
 
-    /// The final response to a BYE was relayed (or the dialog died otherwise): the session
-    /// ends now.
-    pub(crate) fn close_dialog(&mut self, dk: &str) {
+    /// The dialog is over (its BYE was answered, or it died otherwise): the session ends now,
+    /// and is billed to now. `answer` is the final response to the BYE that ended it: it is
+    /// relayed only once the end is on disk (or the store gave up), so a caller that got its
+    /// 200 for BYE is never billed for more than it saw.
+    pub(crate) fn close_dialog(
+        &mut self,
+        dk: &str,
+        reason: EndReason,
+        answer: Option<(ServerKey, Response)>,
+    ) {
         let Some(dialog) = self.dialogs.remove(dk) else {
+            if let Some((key, response)) = answer {
+                self.answer_upstream(&key, response);
+            }
             return;
         };
-        let now = self.now();
         let ended_by = match dialog.state {
             DialogState::Ending(party) => party,
             _ => Party::Relay,
         };
+        let event = self.ended(&dialog, ended_by, reason, self.now());
+        let Some((key, response)) = answer else {
+            return self.parts.sessions.record(event);
+        };
+        let done = self.parts.sessions.record_durably(event);
+        let events = self.events_tx.clone();
+        let bound = self.settings.store_timeout;
+        self.ends_in_flight += 1;
+        tokio::spawn(async move {
+            if !stored_within(done, bound).await {
+                tracing::error!(
+                    "the end of a session was not stored in time; relaying its BYE's answer"
+                );
+            }
+            let _ = events.send(CoreEvent::EndStored { key, response });
+        });
+    }
+
+    /// Ends the session of dialog `dk` on the relay's own account: BYE to both sides (with a
+    /// `Reason` saying why) and the session billed up to `billed_until`.
+    pub(crate) fn end_by_relay(&mut self, dk: &str, reason: EndReason, billed_until: Millis) {
+        self.say_bye_to_both(dk, reason);
+        let Some(dialog) = self.dialogs.remove(dk) else {
+            return;
+        };
+        let event = if reason == EndReason::StoreUnavailable {
+            // Never confirmed on disk, never billed: the attempt is recorded as failed.
+            if dialog.confirmed_at.is_some() {
+                self.parts.metrics.session_ended();
+            }
+            SessionEvent::Failed {
+                id: dialog.info.session_id.clone(),
+                at: billed_until,
+                status: 500,
+            }
+        } else {
+            self.ended(&dialog, Party::Relay, reason, billed_until)
+        };
+        self.parts.sessions.record(event);
+    }
+
+    /// The `Terminated` event of `dialog`, billed up to `until` (never before it started).
+    fn ended(
+        &self,
+        dialog: &Dialog,
+        ended_by: Party,
+        reason: EndReason,
+        until: Millis,
+    ) -> SessionEvent {
         if dialog.confirmed_at.is_some() {
             self.parts.metrics.session_ended();
         }
-        let duration_ms = dialog.confirmed_at.map(|c| (now - c).max(0)).unwrap_or(0);
-        self.parts.sessions.record(SessionEvent::Terminated {
-            id: dialog.info.session_id,
-            at: now,
-            duration_ms,
+        let until = dialog.confirmed_at.map_or(until, |c| until.max(c));
+        SessionEvent::Terminated {
+            id: dialog.info.session_id.clone(),
+            at: until,
+            duration_ms: dialog.confirmed_at.map_or(0, |c| until - c),
             ended_by,
-        });
+            reason,
+        }
     }
 
     pub(crate) fn dialog_is_ending(&self, dk: &str) -> bool {

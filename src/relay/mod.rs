@@ -10,6 +10,8 @@
 //!   the answer the caller gets (§16.5–§16.7).
 //! - [`dialog`]: established dialogs, mid-session changes, the ACK that confirms a session,
 //!   the BYE that ends it.
+//! - [`session_life`]: admission (503 while draining or when the store cannot keep up),
+//!   RFC 4028 session timers, the maximum duration, checkpoints, resuming after a restart.
 //! - [`transfer`]: REFER to a second service; the sessions the relay opens on a user's behalf.
 //! - [`auth`]: digest authentication with stateless nonces and failure throttling
 //!   ([`throttle`]).
@@ -27,6 +29,7 @@ pub mod handover;
 pub mod proxy;
 pub mod registrar;
 pub mod routing;
+pub mod session_life;
 pub mod throttle;
 pub mod transaction;
 pub mod transfer;

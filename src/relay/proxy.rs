@@ -33,7 +33,7 @@ use crate::relay::transaction::{CancelState, Outgoing, ServerKey, ServerState};
 use crate::sip::builders::{self, DialogRequest};
 use crate::sip::message as msg;
 use crate::sip::transport::Flow;
-use crate::store::{ForkMode, SessionEvent};
+use crate::store::{EndReason, ForkMode, SessionEvent};
 use bytes::Bytes;
 use rsipstack::sip::{Header, Method, Request, Response, Uri};
 use std::collections::VecDeque;
@@ -220,6 +220,9 @@ impl Core {
     /// An authenticated caller's INVITE for a service: branches to its application servers
     /// as the service's fork mode says (all at once, or one at a time).
     pub(crate) fn on_initial_invite(&mut self, key: ServerKey, flow: Flow) {
+        if !self.admit_invite(&key) {
+            return;
+        }
         let Some(user) = self.authenticate(&key, self.settings.challenge, flow) else {
             return;
         };
@@ -540,7 +543,7 @@ impl Core {
     // ---------------------------------------------------------------- §16.7
 
     /// Gives a response to the client of request `key`, in-dialog CSeq shift undone.
-    fn answer_upstream(&mut self, key: &str, mut resp: Response) {
+    pub(crate) fn answer_upstream(&mut self, key: &str, mut resp: Response) {
         let shift = self.contexts.get(key).map_or(0, |c| c.cseq_shift);
         if shift > 0 {
             let n = msg::cseq(&resp.headers).map_or(0, |(n, _)| n);
@@ -739,6 +742,7 @@ impl Core {
                     if let Some(change) = change {
                         let status = u16::from(resp.status_code.clone());
                         self.change_answered(&dialog, change, status);
+                        self.session_refreshed(&dialog, &resp);
                     }
                     if msg::cseq(&resp.headers).is_some_and(|(_, m)| m.eq_ignore_ascii_case("BYE"))
                     {
@@ -748,7 +752,11 @@ impl Core {
                         if let Some(session_id) = caller_ended.map(|d| d.info.session_id.clone()) {
                             self.charges_in_bye_answer(&session_id, &resp.headers, &resp.body);
                         }
-                        self.close_dialog(&dialog);
+                        return self.close_dialog(
+                            &dialog,
+                            EndReason::Bye,
+                            Some((key.to_string(), resp)),
+                        );
                     }
                 }
                 self.answer_upstream(key, resp);
@@ -948,12 +956,16 @@ impl Core {
                 self.notify_transfer(&refer_dialog, &status_line(best_status), true);
             }
             Purpose::InDialog { dialog } => {
-                self.answer_upstream(key, best);
                 if let Some(change) = change {
                     self.change_answered(&dialog, change, best_status);
                 }
-                if self.dialog_is_ending(&dialog) || best_status == 481 || best_status == 408 {
-                    self.close_dialog(&dialog);
+                if self.dialog_is_ending(&dialog) {
+                    self.close_dialog(&dialog, EndReason::Bye, Some((key.to_string(), best)));
+                } else if best_status == 481 || best_status == 408 {
+                    self.answer_upstream(key, best);
+                    self.close_dialog(&dialog, EndReason::DialogLost, None);
+                } else {
+                    self.answer_upstream(key, best);
                 }
             }
             Purpose::NewSession { .. } => self.answer_upstream(key, best),

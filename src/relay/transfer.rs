@@ -24,7 +24,7 @@ use crate::relay::dialog::DialogState;
 use crate::relay::proxy::Purpose;
 use crate::relay::transaction::ServerKey;
 use crate::sip::message as msg;
-use crate::store::Party;
+use crate::store::{EndReason, Party};
 use rsipstack::sip::{Header, Method, Request, SipMessage, Uri};
 
 /// Content type of NOTIFY bodies for a REFER's implicit subscription (RFC 3515 §2.4.5).
@@ -196,7 +196,7 @@ impl Core {
                     d.state = DialogState::Ending(Party::Callee);
                 }
                 self.engine.respond_status(&key, 200, None, Vec::new());
-                self.close_dialog(&dk);
+                self.close_dialog(&dk, EndReason::Bye, None);
             }
             (Party::Callee, Method::Invite) => {
                 self.engine
@@ -241,7 +241,7 @@ impl Core {
                     },
                 );
                 if sent.is_none() {
-                    self.close_dialog(&dk);
+                    self.close_dialog(&dk, EndReason::Bye, None);
                 }
             }
             _ => {

@@ -9,7 +9,7 @@
 //! - [`Store::load_directory`] reads everything the relay caches, in a handful of queries.
 //! - Sessions are written by the group-commit [`SessionWriter`], read by
 //!   [`Store::list_sessions`] / [`Store::get_session`], and closed honestly after a crash by
-//!   [`Store::close_interrupted_sessions`].
+//!   [`Store::resume_sessions`].
 //! - Registrar bindings: [`Store::save_binding`] and friends.
 //! - Session-token signing keys: [`Store::signing_keys`], [`Store::ensure_signing_keys`],
 //!   [`Store::rotate_signing_keys`] (the keys themselves are made in [`crate::tokens`]).
@@ -66,8 +66,10 @@ pub use ledger::{
     KIND_ADJUSTMENT, KIND_ITEM, KIND_TIME,
 };
 pub use session_changes::{SessionChange, MAX_CHANGE_BODY};
-pub use session_writer::{SessionEvent, SessionWriter};
-pub use sessions::{Party, SessionFilter, SessionRecord, SessionState};
+pub use session_writer::{SessionEvent, SessionWriter, WriterTrouble};
+pub use sessions::{
+    EndReason, Party, Resumed, ResumedSession, SessionFilter, SessionRecord, SessionState,
+};
 pub use tariffs::TariffRecord;
 pub use users::UserRecord;
 pub use webhooks::{
@@ -75,13 +77,11 @@ pub use webhooks::{
     EVENT_FAILED, EVENT_PENDING,
 };
 
-/// How long a query may wait for a pooled connection.
-///
-/// Deliberately long: the relay's tests run under tokio's paused clock, which jumps to the
-/// next timer whenever every task is idle, including while SQLite works on its own thread.
-/// A short acquire timeout would then fire spuriously. An unreachable server is caught
-/// earlier, by the direct connection [`Store::connect`] opens before building the pool.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a query may wait for a pooled connection unless told otherwise
+/// ([`Store::connect_with`]; the relay takes `[database] acquire_timeout_secs`). Tests under
+/// tokio's paused clock, which jumps to the next timer whenever every task is idle (also while
+/// SQLite works on its own thread), configure a long one.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite's `busy_timeout`: how long a writer waits for another connection's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
@@ -111,18 +111,29 @@ impl Store {
     /// Accepted URLs: `sqlite://path/to/file.db` (the file is created when missing unless the
     /// URL sets its own `mode=`), `sqlite::memory:`, and `postgres://…` / `postgresql://…`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, ACQUIRE_TIMEOUT).await
+    }
+
+    /// Like [`Store::connect`], with the time a query may wait for a pooled connection.
+    pub async fn connect_with(url: &str, acquire_timeout: Duration) -> Result<Store, StoreError> {
         let mut opts = ConnectOptions::new(url.to_owned());
-        opts.sqlx_logging(false).acquire_timeout(ACQUIRE_TIMEOUT);
+        opts.sqlx_logging(false).acquire_timeout(acquire_timeout);
 
         if url.starts_with("sqlite:") {
             let in_memory = is_sqlite_memory_url(url);
-            let create_if_missing = !url_sets_param(url, "mode");
+            // A URL that says how to open the file (`?mode=rwc`, `?mode=ro`…) is obeyed as
+            // sqlx parsed it; otherwise the file is created when missing.
+            let says_mode = url_sets_param(url, "mode");
             let tune = move |o: SqliteConnectOptions| {
                 let o = o
                     .foreign_keys(true)
                     .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                    .create_if_missing(create_if_missing);
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                let o = if says_mode {
+                    o
+                } else {
+                    o.create_if_missing(true)
+                };
                 // An in-memory database has no file to log ahead of.
                 if in_memory {
                     o

@@ -7,7 +7,7 @@
 //!
 //! One task owns the writing:
 //! ```text
-//!  record()/record_durably() ──► unbounded queue ──► writer task
+//!  record()/record_durably() ──► bounded queue ──► writer task
 //!                                                      │ take the first event, wait 5 ms, take
 //!                                                      │ whatever else is queued (up to 1024)
 //!                                                      │ BEGIN (IMMEDIATE on SQLite)
@@ -33,6 +33,16 @@
 //! thousands of calls a second. Inserting the batch's `Created` events first is equivalent to
 //! applying them in order, because a session's `Created` precedes its other events.
 //!
+//! The node's [`SessionEvent::Checkpoint`] moves `last_activity_at` of all its confirmed
+//! sessions with one statement, after the batch's own updates: the proof of life a crash
+//! bills to.
+//!
+//! Back-pressure: the queue is bounded ([`SessionWriter::spawn_with`]). [`SessionWriter::trouble`]
+//! says when the node should refuse new sessions: the database is unreachable, or the queue is
+//! more than half full. When a batch cannot reach the database, its durable waiters are
+//! answered with the error at once (an ACK is then not relayed) and its other events are kept,
+//! in order, and written first once a probe (every second) finds the database back.
+//!
 //! When the database refuses one of a batch's statements (bad data in one event), the writer
 //! retries the batch's events one by one, so one poisoned event cannot take the rest down with
 //! it; when the transaction cannot begin or commit, or the database cannot be reached, the
@@ -44,12 +54,14 @@ use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
     RuntimeErr, SqlxError, Statement, Value,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::entities::{session_changes as change_rows, sessions};
 use super::session_changes::{change_row, SessionChange};
-use super::sessions::{SessionState, END_REASON_BYE};
+use super::sessions::{EndReason, SessionState};
 use super::{Party, Store};
 
 /// How long the writer waits after the first event of a batch for more to join it.
@@ -80,16 +92,26 @@ pub enum SessionEvent {
         node: String,
         at: i64,
     },
-    /// The 2xx was ACKed: state `confirmed`; the billing clock starts at `at`.
-    Confirmed { id: String, at: i64, status: u16 },
+    /// The 2xx was ACKed: state `confirmed`; the billing clock starts at `at`. `dialog` is
+    /// what a restarted relay needs to carry on with it (JSON), if it can.
+    Confirmed {
+        id: String,
+        at: i64,
+        status: u16,
+        dialog: Option<String>,
+    },
+    /// The node's heartbeat: every session it holds confirmed was alive at `at` (one
+    /// statement for all of them).
+    Checkpoint { node: String, at: i64 },
     /// Last proof of life (an in-dialog request); a restart bills up to here.
     Activity { id: String, at: i64 },
-    /// BYE answered: state `terminated`.
+    /// The session ended (its BYE answered, or the relay closed it): state `terminated`.
     Terminated {
         id: String,
         at: i64,
         duration_ms: i64,
         ended_by: Party,
+        reason: EndReason,
     },
     /// The INVITE got a non-2xx final response: state `failed`.
     Failed { id: String, at: i64, status: u16 },
@@ -107,20 +129,69 @@ struct Queued {
     done: Option<Waiter>,
 }
 
+/// The queue's length when [`SessionWriter::spawn`] is not told otherwise.
+pub const DEFAULT_QUEUE: usize = 50_000;
+
+/// How often a writer that lost its database asks whether it is back.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A cheap, cloneable handle on the writer task.
 #[derive(Clone, Debug)]
 pub struct SessionWriter {
-    tx: mpsc::UnboundedSender<Queued>,
+    tx: mpsc::Sender<Queued>,
+    health: Arc<Health>,
+}
+
+/// What the writer knows about its database, shared with every handle.
+#[derive(Debug)]
+struct Health {
+    /// The last transaction (or probe) reached the database.
+    store_up: AtomicBool,
+    /// The queue's capacity; past half of it the writer is behind.
+    capacity: usize,
+}
+
+/// Why the writer cannot take a new session now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterTrouble {
+    /// The database cannot be reached; the writer keeps what it holds and retries.
+    StoreDown,
+    /// More than half of the queue is waiting for the database.
+    Behind,
+}
+
+impl std::fmt::Display for WriterTrouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriterTrouble::StoreDown => "the session store is unavailable",
+            WriterTrouble::Behind => "the session store is behind",
+        })
+    }
 }
 
 impl SessionWriter {
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts the writer task on the current tokio runtime, with a queue of [`DEFAULT_QUEUE`].
     pub fn spawn(store: Store) -> (SessionWriter, JoinHandle<()>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (SessionWriter { tx }, tokio::spawn(run(store, rx)))
+        Self::spawn_with(store, DEFAULT_QUEUE)
     }
 
-    /// Queues `ev` to be written with the next batch. Never blocks.
+    /// Starts the writer task with a queue of `capacity` events.
+    pub fn spawn_with(store: Store, capacity: usize) -> (SessionWriter, JoinHandle<()>) {
+        let capacity = capacity.max(2);
+        let (tx, rx) = mpsc::channel(capacity);
+        let health = Arc::new(Health {
+            store_up: AtomicBool::new(true),
+            capacity,
+        });
+        let writer = SessionWriter {
+            tx,
+            health: health.clone(),
+        };
+        (writer, tokio::spawn(run(store, rx, health)))
+    }
+
+    /// Queues `ev` to be written with the next batch. Never blocks; when the queue is full the
+    /// event is refused and logged.
     pub fn record(&self, ev: SessionEvent) {
         self.enqueue(ev, None);
     }
@@ -133,17 +204,68 @@ impl SessionWriter {
         rx
     }
 
+    /// `Ok` while a new session can be taken: the database is reachable and the queue is
+    /// less than half full.
+    pub fn trouble(&self) -> Option<WriterTrouble> {
+        if !self.health.store_up.load(Ordering::Acquire) {
+            Some(WriterTrouble::StoreDown)
+        } else if self.tx.capacity() < self.health.capacity / 2 {
+            Some(WriterTrouble::Behind)
+        } else {
+            None
+        }
+    }
+
     fn enqueue(&self, event: SessionEvent, done: Option<Waiter>) {
-        if let Err(mpsc::error::SendError(lost)) = self.tx.send(Queued { event, done }) {
-            tracing::error!(event = ?lost.event, "session writer has stopped; event not recorded");
-            answer(lost.done, Err("session writer has stopped".to_owned()));
+        match self.tx.try_send(Queued { event, done }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(lost)) => {
+                tracing::error!(event = ?lost.event, "session writer queue full; event not recorded");
+                answer(lost.done, Err("session writer queue full".to_owned()));
+            }
+            Err(mpsc::error::TrySendError::Closed(lost)) => {
+                tracing::error!(event = ?lost.event, "session writer has stopped; event not recorded");
+                answer(lost.done, Err("session writer has stopped".to_owned()));
+            }
         }
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Queued>) {
+async fn run(store: Store, mut rx: mpsc::Receiver<Queued>, health: Arc<Health>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    // Events a lost database could not take, kept (in order, bounded by the queue) to be
+    // written first when it is back. Their waiters have been answered already.
+    let mut kept: Vec<Queued> = Vec::new();
+    loop {
+        if !health.store_up.load(Ordering::Acquire) {
+            // Ask the database, not the queue, whether the writer may go on.
+            let received = tokio::time::timeout(PROBE_EVERY, rx.recv_many(&mut batch, MAX_BATCH));
+            let closed = matches!(received.await, Ok(0));
+            if store.ping().await.is_ok() {
+                tracing::info!("the session store is back");
+                health.store_up.store(true, Ordering::Release);
+            } else if closed {
+                tracing::error!(
+                    events = kept.len(),
+                    "the writer stops with the session store unavailable; these events are lost"
+                );
+                return;
+            } else {
+                // Nothing can be written: durable waiters learn it now; the rest is kept.
+                for mut queued in batch.drain(..) {
+                    if let Some(done) = queued.done.take() {
+                        answer(Some(done), Err("the session store is unavailable".into()));
+                    } else if kept.len() < health.capacity {
+                        kept.push(queued);
+                    } else {
+                        tracing::error!(event = ?queued.event, "session event dropped: the store is down and the backlog is full");
+                    }
+                }
+                continue;
+            }
+        } else if kept.is_empty() && rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
         // Let the events of the next moment join this transaction: a commit costs about the
         // same CPU for one event or fifty, and the price is at most GATHER of extra latency
         // for an ACK waiting on its confirmation.
@@ -154,18 +276,31 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Queued>) {
                 Err(_) => break,
             }
         }
-        write_batch(&store, &mut batch).await;
+        if !kept.is_empty() {
+            let mut first = std::mem::take(&mut kept);
+            first.append(&mut batch);
+            batch = first;
+        }
+        if let Some(lost) = write_batch(&store, &mut batch).await {
+            tracing::error!(
+                "the session store is unavailable; new sessions are refused until it is back"
+            );
+            health.store_up.store(false, Ordering::Release);
+            kept = lost;
+        }
     }
 }
 
-/// Writes and drains `batch`, answering every waiter in it.
-async fn write_batch(store: &Store, batch: &mut Vec<Queued>) {
+/// Writes and drains `batch`, answering every waiter in it. When the database could not be
+/// reached, returns the batch's events (their waiters answered) to be written again later.
+async fn write_batch(store: &Store, batch: &mut Vec<Queued>) -> Option<Vec<Queued>> {
     let events: Vec<&SessionEvent> = batch.iter().map(|q| &q.event).collect();
     match apply(store, &events).await {
         Ok(outcomes) => {
             for (queued, outcome) in batch.drain(..).zip(outcomes) {
                 answer(queued.done, outcome);
             }
+            None
         }
         Err(BatchFailure::Rejected(err)) if batch.len() > 1 => {
             tracing::error!(
@@ -183,13 +318,28 @@ async fn write_batch(store: &Store, batch: &mut Vec<Queued>) {
                 };
                 answer(queued.done, outcome);
             }
+            None
         }
-        Err(BatchFailure::Rejected(err) | BatchFailure::Failed(err)) => {
+        Err(BatchFailure::Rejected(err)) => {
+            tracing::error!(error = %err, event = ?batch[0].event, "session event not recorded");
+            for queued in batch.drain(..) {
+                answer(queued.done, Err(err.to_string()));
+            }
+            None
+        }
+        Err(BatchFailure::Failed(err)) => {
             tracing::error!(error = %err, events = batch.len(), "session batch not recorded");
             let reason = err.to_string();
-            for queued in batch.drain(..) {
-                answer(queued.done, Err(reason.clone()));
+            // A waiter learns now that its event is not on disk (an ACK is then not relayed,
+            // and its event is not written later either); the others are kept.
+            let mut kept = Vec::new();
+            for mut queued in batch.drain(..) {
+                match queued.done.take() {
+                    Some(done) => answer(Some(done), Err(reason.clone())),
+                    None => kept.push(queued),
+                }
             }
+            Some(kept)
         }
     }
 }
@@ -277,6 +427,7 @@ async fn apply(
                 service_id: Set(Some(service_id.clone())),
                 app_server_id: Set(Some(app_server_id.clone())),
                 tariff_id: Set(None),
+                dialog: Set(None),
             }),
             _ => None,
         })
@@ -328,13 +479,22 @@ async fn apply(
         }
     }
 
+    // The node's heartbeat, after the batch's own ends (which it must not bill past).
+    for ev in events {
+        if let SessionEvent::Checkpoint { node, at } = ev {
+            checkpoint(&txn, node, *at)
+                .await
+                .map_err(BatchFailure::of_statement)?;
+        }
+    }
+
     // Billing and webhooks of what this batch confirmed and terminated.
     let ids_of = |kind: UpdateKind| -> Vec<&str> {
         events
             .iter()
             .zip(&outcomes)
             .filter(|(ev, outcome)| UpdateKind::of(ev) == Some(kind) && outcome.is_ok())
-            .map(|(ev, _)| ev.session_id())
+            .filter_map(|(ev, _)| ev.session_id())
             .collect()
     };
     let confirmed = ids_of(UpdateKind::Confirmed);
@@ -354,6 +514,36 @@ async fn apply(
     Ok(outcomes)
 }
 
+/// Records that the confirmed sessions of `node` were alive at `at`, and the node's heartbeat:
+/// two statements, however many sessions.
+async fn checkpoint(txn: &DatabaseTransaction, node: &str, at: i64) -> Result<(), DbErr> {
+    let backend = txn.get_database_backend();
+    let (p1, p2, p3) = match backend {
+        DbBackend::Postgres => ("$1", "$2", "$3"),
+        _ => ("?", "?", "?"),
+    };
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "UPDATE sessions SET last_activity_at = {p1} WHERE node = {p2} AND state = '{}' \
+             AND (last_activity_at IS NULL OR last_activity_at < {p3})",
+            SessionState::Confirmed.as_str()
+        ),
+        [at.into(), node.into(), at.into()],
+    ))
+    .await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO nodes (id, heartbeat_at) VALUES ({p1}, {p2}) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+        ),
+        [node.into(), at.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Applies one update event on its own (the batch statement with one row); reports an
 /// event for an unknown session.
 async fn update_one(
@@ -369,7 +559,7 @@ async fn update_one(
         .await
         .map_err(BatchFailure::of_statement)?
         .rows_affected();
-    let id = ev.session_id();
+    let id = ev.session_id().unwrap_or_default();
     Ok(if matched == 0 {
         tracing::warn!(session = %id, event = ?ev, "session event for an unknown session");
         Err(format!("no session {id}"))
@@ -379,16 +569,17 @@ async fn update_one(
 }
 
 impl SessionEvent {
-    /// The session the event is about.
-    pub fn session_id(&self) -> &str {
+    /// The session the event is about (none for a node's checkpoint).
+    pub fn session_id(&self) -> Option<&str> {
         match self {
             SessionEvent::Created { id, .. }
             | SessionEvent::Confirmed { id, .. }
             | SessionEvent::Activity { id, .. }
             | SessionEvent::Terminated { id, .. }
             | SessionEvent::Failed { id, .. }
-            | SessionEvent::Cancelled { id, .. } => id,
-            SessionEvent::Changed(change) => &change.session_id,
+            | SessionEvent::Cancelled { id, .. } => Some(id),
+            SessionEvent::Changed(change) => Some(&change.session_id),
+            SessionEvent::Checkpoint { .. } => None,
         }
     }
 }
@@ -414,7 +605,9 @@ impl UpdateKind {
 
     fn of(ev: &SessionEvent) -> Option<UpdateKind> {
         Some(match ev {
-            SessionEvent::Created { .. } | SessionEvent::Changed(_) => return None,
+            SessionEvent::Created { .. }
+            | SessionEvent::Changed(_)
+            | SessionEvent::Checkpoint { .. } => return None,
             SessionEvent::Confirmed { .. } => UpdateKind::Confirmed,
             SessionEvent::Activity { .. } => UpdateKind::Activity,
             SessionEvent::Terminated { .. } => UpdateKind::Terminated,
@@ -429,7 +622,7 @@ impl UpdateKind {
             // The tariff version in force at confirmation: the newest not after it.
             UpdateKind::Confirmed => format!(
                 "state = '{}', confirmed_at = v.column2, last_activity_at = v.column2, \
-                 final_status = v.column3, tariff_id = (SELECT t.id FROM tariffs t \
+                 final_status = v.column3, dialog = v.column4, tariff_id = (SELECT t.id FROM tariffs t \
                  WHERE t.service_id = sessions.service_id AND t.effective_from <= v.column2 \
                  ORDER BY t.effective_from DESC, t.created_at DESC, t.id DESC LIMIT 1)",
                 SessionState::Confirmed.as_str()
@@ -437,7 +630,7 @@ impl UpdateKind {
             UpdateKind::Activity => "last_activity_at = v.column2".into(),
             UpdateKind::Terminated => format!(
                 "state = '{}', ended_at = v.column2, duration_ms = v.column3, \
-                 ended_by = v.column4, end_reason = '{END_REASON_BYE}'",
+                 ended_by = v.column4, end_reason = v.column5, dialog = NULL",
                 SessionState::Terminated.as_str()
             ),
             UpdateKind::Failed => format!(
@@ -454,9 +647,21 @@ impl UpdateKind {
     /// The values of one event, in `VALUES` column order.
     fn row(ev: &SessionEvent) -> Vec<Value> {
         match ev {
-            SessionEvent::Created { .. } | SessionEvent::Changed(_) => Vec::new(),
-            SessionEvent::Confirmed { id, at, status }
-            | SessionEvent::Failed { id, at, status }
+            SessionEvent::Created { .. }
+            | SessionEvent::Changed(_)
+            | SessionEvent::Checkpoint { .. } => Vec::new(),
+            SessionEvent::Confirmed {
+                id,
+                at,
+                status,
+                dialog,
+            } => vec![
+                id.as_str().into(),
+                (*at).into(),
+                i32::from(*status).into(),
+                dialog.clone().into(),
+            ],
+            SessionEvent::Failed { id, at, status }
             | SessionEvent::Cancelled { id, at, status } => {
                 vec![id.as_str().into(), (*at).into(), i32::from(*status).into()]
             }
@@ -466,11 +671,13 @@ impl UpdateKind {
                 at,
                 duration_ms,
                 ended_by,
+                reason,
             } => vec![
                 id.as_str().into(),
                 (*at).into(),
                 (*duration_ms).into(),
                 ended_by.as_str().into(),
+                reason.as_str().into(),
             ],
         }
     }

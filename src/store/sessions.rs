@@ -99,10 +99,37 @@ impl fmt::Display for Party {
     }
 }
 
-/// `sessions.end_reason` for a session ended by BYE.
-pub(super) const END_REASON_BYE: &str = "bye";
-/// `sessions.end_reason` for a session closed because its relay restarted.
-const END_REASON_RELAY_RESTART: &str = "relay_restart";
+/// Why a session ended (`sessions.end_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// A BYE from either side, answered.
+    Bye,
+    /// Its relay restarted and the parties stayed silent past the session-timer interval.
+    RelayRestart,
+    /// The session timer (RFC 4028) expired without a refresh.
+    SessionTimer,
+    /// `[sessions] max_duration_secs` reached.
+    MaxDuration,
+    /// The confirmation could not be stored: the call was ended before it started.
+    StoreUnavailable,
+    /// The dialog died: its in-dialog request timed out or was answered 481.
+    DialogLost,
+}
+
+impl EndReason {
+    /// The name stored in `sessions.end_reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Bye => "bye",
+            EndReason::RelayRestart => "relay_restart",
+            EndReason::SessionTimer => "session_timer",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::StoreUnavailable => "store_unavailable",
+            EndReason::DialogLost => "dialog_lost",
+        }
+    }
+}
 
 /// One session row.
 #[derive(Debug, Clone, Serialize)]
@@ -124,7 +151,8 @@ pub struct SessionRecord {
     pub duration_ms: Option<i64>,
     /// `caller`, `callee` or `relay`.
     pub ended_by: Option<String>,
-    /// `bye` or `relay_restart`.
+    /// `bye`, `relay_restart`, `session_timer`, `max_duration`, `store_unavailable` or
+    /// `dialog_lost` ([`EndReason`]).
     pub end_reason: Option<String>,
     /// The relay node that record-routed the session.
     pub node: String,
@@ -277,19 +305,18 @@ impl Store {
         Ok((servers, services))
     }
 
-    /// Closes the sessions relay node `node` left open when it stopped; run at start-up.
-    ///
-    /// A `trying` session becomes `failed` (no final status, ended now); a `confirmed` one
-    /// becomes `terminated`, ended — and billed — at its last proof of life
-    /// (`last_activity_at`, else `confirmed_at`). Both are marked `ended_by = relay`,
-    /// `end_reason = relay_restart`. The terminated ones are billed in the same transaction
-    /// (time charge, `session.terminated` webhook). Other nodes' sessions are left alone: on a
-    /// shared database they may be live. Returns the number of sessions closed.
-    pub async fn close_interrupted_sessions(
+    /// What a restarted node finds of the sessions it left: `trying` ones are closed as
+    /// `failed`; a `confirmed` one whose dialog was stored and whose last proof of life is at
+    /// most `silent_limit_ms` old is handed back to be carried on ([`Resumed::live`]); the
+    /// other confirmed ones are `terminated` at their last proof of life and billed to it, in
+    /// the same transaction ([`Resumed::closed`], whose parties the relay then sends BYE).
+    /// `ended_by = relay`, `end_reason = relay_restart` on everything it closes.
+    pub async fn resume_sessions(
         &self,
         node: &str,
         now_ms: i64,
-    ) -> Result<u64, StoreError> {
+        silent_limit_ms: i64,
+    ) -> Result<Resumed, StoreError> {
         use sessions::Column as C;
 
         let txn = self.begin_write().await?;
@@ -297,12 +324,32 @@ impl Store {
             .col_expr(C::State, Expr::value(SessionState::Failed.as_str()))
             .col_expr(C::EndedAt, Expr::value(now_ms))
             .col_expr(C::EndedBy, Expr::value(Party::Relay.as_str()))
-            .col_expr(C::EndReason, Expr::value(END_REASON_RELAY_RESTART))
+            .col_expr(C::EndReason, Expr::value(EndReason::RelayRestart.as_str()))
             .filter(C::Node.eq(node))
             .filter(C::State.eq(SessionState::Trying.as_str()))
             .exec(&txn)
             .await?
             .rows_affected;
+
+        let (live, closed): (Vec<ResumedSession>, Vec<ResumedSession>) = sessions::Entity::find()
+            .filter(C::Node.eq(node))
+            .filter(C::State.eq(SessionState::Confirmed.as_str()))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|s| {
+                let confirmed_at = s.confirmed_at.unwrap_or(s.created_at);
+                ResumedSession {
+                    last_proof_at: Ord::max(
+                        s.last_activity_at.unwrap_or(confirmed_at),
+                        confirmed_at,
+                    ),
+                    confirmed_at,
+                    id: s.id,
+                    dialog: s.dialog,
+                }
+            })
+            .partition(|s| s.dialog.is_some() && s.last_proof_at >= now_ms - silent_limit_ms);
 
         let start = || Func::coalesce([Expr::col(C::ConfirmedAt), Expr::col(C::CreatedAt)]);
         let last_proof_of_life = || {
@@ -312,33 +359,59 @@ impl Store {
                 Expr::col(C::CreatedAt),
             ])
         };
-        let confirmed: Vec<String> = sessions::Entity::find()
-            .filter(C::Node.eq(node))
-            .filter(C::State.eq(SessionState::Confirmed.as_str()))
-            .all(&txn)
-            .await?
-            .into_iter()
-            .map(|s| s.id)
-            .collect();
-        let terminated = sessions::Entity::update_many()
-            .col_expr(C::State, Expr::value(SessionState::Terminated.as_str()))
-            .col_expr(C::EndedAt, last_proof_of_life().into())
-            .col_expr(
-                C::DurationMs,
-                Expr::expr(last_proof_of_life()).sub(Expr::expr(start())),
-            )
-            .col_expr(C::EndedBy, Expr::value(Party::Relay.as_str()))
-            .col_expr(C::EndReason, Expr::value(END_REASON_RELAY_RESTART))
-            .filter(C::Node.eq(node))
-            .filter(C::State.eq(SessionState::Confirmed.as_str()))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        let ids: Vec<&str> = confirmed.iter().map(String::as_str).collect();
-        super::ledger::bill_sessions(&txn, &ids).await?;
+        let ids: Vec<&str> = closed.iter().map(|s| s.id.as_str()).collect();
+        for chunk in ids.chunks(500) {
+            sessions::Entity::update_many()
+                .col_expr(C::State, Expr::value(SessionState::Terminated.as_str()))
+                .col_expr(C::EndedAt, last_proof_of_life().into())
+                .col_expr(
+                    C::DurationMs,
+                    Expr::expr(last_proof_of_life()).sub(Expr::expr(start())),
+                )
+                .col_expr(C::EndedBy, Expr::value(Party::Relay.as_str()))
+                .col_expr(C::EndReason, Expr::value(EndReason::RelayRestart.as_str()))
+                .col_expr(C::Dialog, Expr::value(Option::<String>::None))
+                .filter(C::Id.is_in(chunk.iter().copied()))
+                .exec(&txn)
+                .await?;
+            super::ledger::bill_sessions(&txn, chunk).await?;
+        }
         txn.commit().await?;
 
-        Ok(failed + terminated)
+        Ok(Resumed {
+            live,
+            closed,
+            failed,
+        })
+    }
+}
+
+/// A confirmed session a restarted node found in its store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumedSession {
+    pub id: String,
+    /// The dialog state stored with its confirmation (JSON), if any.
+    pub dialog: Option<String>,
+    pub confirmed_at: i64,
+    /// Its last proof of life: the last in-dialog request or checkpoint.
+    pub last_proof_at: i64,
+}
+
+/// What [`Store::resume_sessions`] found.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// Sessions to carry on.
+    pub live: Vec<ResumedSession>,
+    /// Sessions closed at their last proof of life, whose parties should hear a BYE.
+    pub closed: Vec<ResumedSession>,
+    /// `trying` sessions closed as failed.
+    pub failed: u64,
+}
+
+impl Resumed {
+    /// How many sessions were closed.
+    pub fn closed_count(&self) -> u64 {
+        self.failed + self.closed.len() as u64
     }
 }
 

@@ -2,7 +2,9 @@
 //! raw SIP peer on a UDP socket.
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod db;
+pub mod process;
 pub mod raw;
 pub mod relay;
 pub mod sipp;

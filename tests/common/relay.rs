@@ -53,6 +53,11 @@ pub fn test_config(dir: &TempDir) -> Config {
     config.api.operator_key = Some(tollgate::config::Secret::new(OPERATOR_KEY));
     // sipp 3.6 answers only the first challenge and only knows MD5.
     config.sip.digest_algorithms = vec!["MD5".into(), "SHA-256".into()];
+    // Some tests run under tokio's paused clock, which jumps ahead while SQLite works on its
+    // own thread: waits on the database must not time out there. The tests of an unavailable
+    // store set their own bounds.
+    config.database.acquire_timeout_secs = 3600;
+    config.sessions.store_timeout_ms = 3_600_000;
     config
 }
 
@@ -78,6 +83,16 @@ pub async fn start_forking_relay_on(seed: Seed, mode: ForkMode, clock: SharedClo
     let dir = tempfile::tempdir().expect("tempdir");
     let config = test_config(&dir);
     launch(seed, mode, config, dir, clock).await
+}
+
+/// A relay on `config`, timing sessions on `clock`.
+pub async fn start_relay_on(
+    seed: Seed,
+    clock: SharedClock,
+    config: Config,
+    dir: TempDir,
+) -> TestRelay {
+    launch(seed, ForkMode::FirstAnswer, config, dir, clock).await
 }
 
 pub async fn start_forking_relay_with(

@@ -26,6 +26,9 @@ pub struct Model {
     pub app_server_id: Option<String>,
     /// The tariff version in force when the session was confirmed.
     pub tariff_id: Option<String>,
+    /// What routes the session's in-dialog requests (JSON), kept while it is confirmed so a
+    /// restarted relay can carry on with it.
+    pub dialog: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
