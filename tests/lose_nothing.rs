@@ -282,7 +282,8 @@ async fn an_unavailable_store_ends_calls_refuses_new_ones_and_recovers_by_itself
     let shop = RawUdp::bind().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir);
-    config.database.url = format!("{}?mode=rwc", config.database.url);
+    // The outage is SQLite's write lock, held by the test; the URL names its mode.
+    config.database.url = format!("{}?mode=rwc", common::db::sqlite_url(dir.path()));
     config.database.acquire_timeout_secs = 1;
     config.sessions.store_timeout_ms = 1000;
     config.sip.listen = vec!["udp:127.0.0.1:0".parse().unwrap()];

@@ -1,7 +1,8 @@
 //! A fresh, migrated database for each test: a SQLite file in a temporary directory, or a new
 //! PostgreSQL database created next to the one `TOLLGATE_TEST_POSTGRES_URL` names.
 //!
-//! Under `CI=true` a missing `TOLLGATE_TEST_POSTGRES_URL` is a failure, never a silent skip.
+//! A missing `TOLLGATE_TEST_POSTGRES_URL` is a failure, never a silent skip: `scripts/test.sh`
+//! starts a throwaway PostgreSQL cluster when it is not set.
 
 use std::path::Path;
 
@@ -17,6 +18,46 @@ pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("tollgate.db").display())
 }
 
+/// `TOLLGATE_TEST_ENGINE=postgres` runs the relay-level tests (every test that starts a relay
+/// with [`super::relay::test_config`]) on PostgreSQL instead of SQLite; `scripts/test.sh`
+/// runs them both ways.
+pub const ENGINE_ENV: &str = "TOLLGATE_TEST_ENGINE";
+
+/// The database a test relay in `dir` runs on: a SQLite file there, or, under
+/// `TOLLGATE_TEST_ENGINE=postgres`, a new PostgreSQL database (created by
+/// [`create_postgres_database`] when the relay starts).
+pub fn test_database_url(dir: &Path) -> String {
+    match std::env::var(ENGINE_ENV).as_deref() {
+        Ok("postgres") => {
+            let server = postgres_server_url()
+                .unwrap_or_else(|| panic!("{ENGINE_ENV}=postgres needs {POSTGRES_URL_ENV}"));
+            with_database(
+                &server,
+                &format!("tollgate_test_{}", uuid::Uuid::new_v4().simple()),
+            )
+        }
+        Ok("sqlite") | Err(_) => sqlite_url(dir),
+        Ok(other) => panic!("{ENGINE_ENV}={other}: expected sqlite or postgres"),
+    }
+}
+
+/// Creates the (empty) PostgreSQL database `url` names, if it is a PostgreSQL URL made by
+/// [`test_database_url`].
+pub async fn create_postgres_database(url: &str) {
+    let Some(name) = database_name(url) else {
+        return;
+    };
+    let server = postgres_server_url().expect("a PostgreSQL server");
+    let admin = Database::connect(server.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("connect to {POSTGRES_URL_ENV}={server}: {e}"));
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+    admin.close().await.expect("close the admin connection");
+}
+
 /// A migrated SQLite database in a new temporary directory, deleted when the `TempDir` drops.
 pub async fn fresh_sqlite() -> (Store, TempDir) {
     let dir = tempfile::tempdir().expect("create a temporary directory");
@@ -26,18 +67,15 @@ pub async fn fresh_sqlite() -> (Store, TempDir) {
     (store, dir)
 }
 
-/// The PostgreSQL server to test against: `None` when `TOLLGATE_TEST_POSTGRES_URL` is unset,
-/// except under `CI=true`, where that is a failure.
+/// The PostgreSQL server to test against; the test fails when `TOLLGATE_TEST_POSTGRES_URL` is
+/// unset.
 pub fn postgres_server_url() -> Option<String> {
     match std::env::var(POSTGRES_URL_ENV) {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but {POSTGRES_URL_ENV} is not set: the PostgreSQL tests cannot run")
-        }
-        _ => {
-            eprintln!("{POSTGRES_URL_ENV} is not set; skipping the PostgreSQL variant");
-            None
-        }
+        _ => panic!(
+            "{POSTGRES_URL_ENV} is not set: the PostgreSQL variants cannot run (scripts/test.sh \
+             starts a throwaway cluster)"
+        ),
     }
 }
 
@@ -108,7 +146,7 @@ fn database_name(url: &str) -> Option<&str> {
 
 /// Runs `async fn $body(store: Store, url: String)` once per engine; `url` opens the same
 /// database again (a second connection pool, as a second relay node would). The PostgreSQL
-/// variant runs when `TOLLGATE_TEST_POSTGRES_URL` is set, and fails under `CI=true` when not.
+/// variant fails when `TOLLGATE_TEST_POSTGRES_URL` is not set.
 #[allow(unused_macros)] // each test binary compiles common/, not all of them use it
 macro_rules! on_both_engines {
     ($($body:ident),* $(,)?) => {$(

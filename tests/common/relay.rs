@@ -1,6 +1,6 @@
 //! Starts a real relay on port 0 with a fresh SQLite database for one test.
 
-use super::db::sqlite_url;
+use super::db::{create_postgres_database, test_database_url};
 use super::raw::{Client, RawTcp, RawUdp};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub struct Seed {
 
 pub fn test_config(dir: &TempDir) -> Config {
     let mut config = Config::default();
-    config.database.url = sqlite_url(dir.path());
+    config.database.url = test_database_url(dir.path());
     config.sip.domain = DOMAIN.into();
     config.sip.listen = vec![
         "udp:127.0.0.1:0".parse().unwrap(),
@@ -111,6 +111,7 @@ async fn launch(
     dir: TempDir,
     clock: SharedClock,
 ) -> TestRelay {
+    create_postgres_database(&config.database.url).await;
     let store = Store::connect(&config.database.url).await.expect("store");
     store
         .add_user("alice", DOMAIN, "secret")

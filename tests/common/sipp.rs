@@ -1,6 +1,6 @@
 //! Runs sipp (Debian package `sip-tester`) as the client or the application server.
 //!
-//! Under `CI=true` a missing sipp fails the test; elsewhere the test is skipped with a note.
+//! A missing sipp fails the test, in CI and on a laptop alike (`scripts/test.sh` installs it).
 
 use super::relay::free_port;
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-/// Returns false (after printing why) when sipp is missing outside CI; panics in CI.
+/// Checks that sipp is installed; a test that needs it fails when it is not.
 pub fn sipp_available() -> bool {
     let found = std::process::Command::new("sipp")
         .arg("-v")
@@ -17,12 +17,10 @@ pub fn sipp_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("sipp is not installed (apt-get install -y sip-tester) and CI=true");
-        }
-        eprintln!("SKIPPED: sipp is not installed (apt-get install -y sip-tester)");
-    }
+    assert!(
+        found,
+        "sipp is not installed: run scripts/test.sh (or apt-get install -y sip-tester)"
+    );
     found
 }
 

@@ -1,17 +1,12 @@
 //! Where the tests find the tools `scripts/install-api-test-tools.sh` installs (the Python
-//! virtualenv, npm packages, Chromium), and what a test does when one is missing: fail under
-//! `CI=true`, skip with a note elsewhere.
+//! virtualenv, npm packages, Chromium), and what a test does when one is missing: fail, in CI
+//! and on a laptop alike (`scripts/test.sh` installs them all).
 
 use std::path::{Path, PathBuf};
 
-/// `what` is not installed: `None` with a note, or a panic under `CI=true`.
+/// `what` is not installed: the test fails, saying how to install it.
 pub fn missing<T>(what: &str) -> Option<T> {
-    let message = format!("{what} is missing: run scripts/install-api-test-tools.sh");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true: {message}");
-    }
-    eprintln!("SKIPPED: {message}");
-    None
+    panic!("{what} is missing: run scripts/test.sh (or scripts/install-api-test-tools.sh)");
 }
 
 /// `path` if it exists; otherwise [`missing`].
