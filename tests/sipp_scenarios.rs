@@ -394,6 +394,12 @@ async fn refer_to_service2(tcp: bool) {
     );
     assert!(at_shop2.contains(&format!("Tollgate-Session-Token: {token2}")));
     assert!(at_shop2.contains("\r\n\r\nbeer"), "{at_shop2}");
+    // The relay is that dialog's other end, reachable over the shop's own transport.
+    let (relay_sip, transport) = (world.sip(), if tcp { "tcp" } else { "udp" });
+    assert!(
+        at_shop2.contains(&format!("Contact: <sip:{relay_sip};transport={transport}>")),
+        "{at_shop2}"
+    );
     let token1 = shop_runs[0]
         .messages
         .lines()
