@@ -451,7 +451,7 @@ async fn refer_to_unknown_service(tcp: bool) {
     )
     .await;
     let client = world.client(
-        "uac_refer_404.xml",
+        "uac_refer.xml",
         &["-key", "refer_to", "<sip:nosuch@portal.com>"],
     );
     let (client_run, _) = all_pass(client, shops).await;
