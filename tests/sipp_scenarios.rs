@@ -278,17 +278,26 @@ fn billed_for_its_time(statement: &Value, session: &SessionRecord) -> i64 {
     time_charge(duration)
 }
 
-/// The `message/sipfrag` bodies of the NOTIFYs in a sipp message log, in order.
+/// The `message/sipfrag` bodies of the NOTIFYs in a sipp message log, in order, each once
+/// (a NOTIFY retransmitted over UDP on a busy machine is the same fragment again).
 fn notify_fragments(log: &str) -> Vec<String> {
-    log.split("NOTIFY sip:")
+    let mut fragments: Vec<String> = log
+        .split("NOTIFY sip:")
         .skip(1)
         .map(|m| {
             let body = m.split_once("\r\n\r\n").map_or("", |(_, b)| b);
             // The log goes on after the message; a fragment ends at sipp's next separator.
             body.split("\n----").next().unwrap_or_default().to_owned()
         })
-        .collect()
+        .collect();
+    fragments.dedup();
+    fragments
 }
+
+/// sipp arguments for a client that lets a late retransmission pass (a 202 repeated because
+/// the relay was slower than T1 on a busy machine would otherwise abort the call); what it
+/// must receive it still must receive.
+const TOLERANT: [&str; 2] = ["-default_behaviors", "all,-abortunexp"];
 
 // -------------------------------------------------------------------- change
 
@@ -363,7 +372,13 @@ async fn refer_to_service2(tcp: bool) {
     shops.push(world.add_service2(&shop("uas_answer_bye.xml", &[])).await);
     let client = world.client(
         "uac_refer.xml",
-        &["-key", "refer_to", "<sip:service2@portal.com?body=beer>"],
+        &[
+            "-key",
+            "refer_to",
+            "<sip:service2@portal.com?body=beer>",
+            TOLERANT[0],
+            TOLERANT[1],
+        ],
     );
     let (client_run, shop_runs) = all_pass(client, shops).await;
 
@@ -452,7 +467,13 @@ async fn refer_to_unknown_service(tcp: bool) {
     .await;
     let client = world.client(
         "uac_refer.xml",
-        &["-key", "refer_to", "<sip:nosuch@portal.com>"],
+        &[
+            "-key",
+            "refer_to",
+            "<sip:nosuch@portal.com>",
+            TOLERANT[0],
+            TOLERANT[1],
+        ],
     );
     let (client_run, _) = all_pass(client, shops).await;
     let fragments = notify_fragments(&client_run.messages);
@@ -593,7 +614,8 @@ async fn first_answer_wins_over_a_486_and_a_ringing_branch_over_tcp() {
     first_answer_wins(true).await;
 }
 
-/// Two bookstores both answer; the user keeps both for a moment, leaves one at once.
+/// Two bookstores both answer at once, neither is cancelled; the user keeps one for a second
+/// and leaves the other at once.
 async fn all_answers(tcp: bool) {
     if !sipp_available() {
         return;
@@ -603,7 +625,7 @@ async fn all_answers(tcp: bool) {
         tcp,
         &[
             shop("uas_answer.xml", &["-set", "answer_after", "0"]),
-            shop("uas_answer.xml", &["-set", "answer_after", "200"]),
+            shop("uas_answer.xml", &["-set", "answer_after", "0"]),
         ],
     )
     .await;
