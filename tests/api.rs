@@ -64,6 +64,14 @@ impl Api {
         req.send().await.expect("POST")
     }
 
+    async fn patch(&self, path: &str, key: Option<&str>, body: Value) -> Response {
+        let mut req = self.http.patch(self.url(path)).json(&body);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        req.send().await.expect("PATCH")
+    }
+
     async fn post_raw(&self, path: &str, content_type: &str, body: &'static str) -> Response {
         self.http
             .post(self.url(path))
@@ -436,6 +444,121 @@ async fn app_servers_get_a_key_shown_once_and_services_route_to_them() {
     assert_eq!(p["type"], "urn:tollgate:problem:forbidden");
     problem(
         api.get("/v1/app-servers", Some(&api_key)).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
+
+/// `PATCH /v1/services/{id}` changes the routing, the fork mode, or both; what is absent stays.
+#[tokio::test]
+async fn a_service_changes_its_fork_mode_and_routing_with_patch() {
+    let api = Api::start().await;
+    let key = Some(OPERATOR_KEY);
+    let (shop1, _) = api.create_app_server("shop1").await;
+    let (shop2, _) = api.create_app_server("shop2").await;
+    let created = ok(
+        api.post(
+            "/v1/services",
+            key,
+            json!({"name": "books", "app_servers": ["shop1", "shop2"]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(created["fork_mode"], "first_answer", "the default");
+    let path = format!("/v1/services/{}", created["id"].as_str().unwrap());
+    let names = |service: &Value| -> Vec<String> {
+        service["app_servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let serial = ok(
+        api.patch(&path, key, json!({"fork_mode": "serial"})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(serial["fork_mode"], "serial");
+    assert_eq!(names(&serial), ["shop1", "shop2"], "routing untouched");
+
+    let rerouted = ok(
+        api.patch(&path, key, json!({"app_servers": [shop2, shop1]}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(rerouted["fork_mode"], "serial", "mode untouched");
+    assert_eq!(names(&rerouted), ["shop2", "shop1"]);
+
+    let both = ok(
+        api.patch(
+            &path,
+            key,
+            json!({"app_servers": [shop1], "fork_mode": "all_answers"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(both["fork_mode"], "all_answers");
+    assert_eq!(names(&both), ["shop1"]);
+    assert_eq!(
+        ok(api.get(&path, key).await, StatusCode::OK).await,
+        both,
+        "what GET reads back"
+    );
+    // What the relay's directory loads.
+    let services = api.store().list_services().await.unwrap();
+    assert_eq!(services[0].fork_mode, tollgate::store::ForkMode::AllAnswers);
+
+    // Nothing to change, an unknown mode, an unknown server: 400 naming the field, no change.
+    let nothing = problem(
+        api.patch(&path, key, json!({})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(fields(&nothing), ["app_servers"]);
+    let sideways = problem(
+        api.patch(&path, key, json!({"fork_mode": "sideways"}))
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(fields(&sideways), ["fork_mode"], "{sideways}");
+    let unknown = problem(
+        api.patch(
+            &path,
+            key,
+            json!({"app_servers": ["no-such-server"], "fork_mode": "serial"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(fields(&unknown), ["app_servers[0]"]);
+    assert_eq!(
+        ok(api.get(&path, key).await, StatusCode::OK).await,
+        both,
+        "a refused PATCH changes nothing"
+    );
+    problem(
+        api.patch(
+            "/v1/services/no-such-id",
+            key,
+            json!({"fork_mode": "serial"}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let (_, shop_key) = api.create_app_server("shop3").await;
+    problem(
+        api.patch(&path, Some(&shop_key), json!({"fork_mode": "serial"}))
+            .await,
         StatusCode::FORBIDDEN,
     )
     .await;

@@ -90,13 +90,20 @@ pub struct ServiceList {
     pub next_cursor: Option<String>,
 }
 
-/// New routing for a service.
+/// A change to a service: its routing, its fork mode, or both; an absent field stays as it is.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"app_servers": ["9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"]}))]
+#[schema(example = json!({"app_servers": ["9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a", "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"], "fork_mode": "serial"}))]
 pub struct ServicePatch {
     /// Ids of existing application servers, in routing order; at least one, no repeats.
-    pub app_servers: Vec<String>,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>, required = false)]
+    pub app_servers: Option<Vec<String>>,
+    /// How an INVITE forks to several application servers from now on (calls already ringing
+    /// keep the mode they started with).
+    #[serde(default)]
+    #[schema(value_type = ForkMode, required = false)]
+    pub fork_mode: Option<ForkMode>,
 }
 
 /// A service's time tariff: what a session costs by its duration.
@@ -339,18 +346,21 @@ pub async fn get_service(
     Ok(Json(state.store().get_service(&id).await?.into()))
 }
 
-/// Change a service's routing.
+/// Change a service's routing or fork mode.
 #[utoipa::path(
     patch,
     path = "/services/{id}",
     operation_id = "updateService",
     tag = "services",
-    summary = "Change the application servers that deliver a service",
+    summary = "Change the application servers that deliver a service, or how it forks",
+    description = "Give `app_servers`, `fork_mode` or both; what is absent stays as it is. The \
+                   relay's caches pick the change up within seconds; calls already ringing \
+                   finish with the routing they started with.",
     params(("id" = String, Path, description = "The service's id")),
     request_body(content = ServicePatch, content_type = "application/json"),
     responses(
-        (status = 200, description = "The service with its new routing", body = Service),
-        (status = 400, description = "No, repeated or unknown application servers; `errors` names the field", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The service as it is now", body = Service),
+        (status = 400, description = "Nothing to change, no, repeated or unknown application servers, or an unknown fork mode; `errors` names the field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the operator key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No service with that id", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json")
@@ -362,8 +372,15 @@ pub async fn update_service(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ServicePatch>,
 ) -> Result<Json<Service>, ApiError> {
-    for (i, server) in body.app_servers.iter().enumerate() {
-        if body.app_servers[..i].contains(server) {
+    if body.app_servers.is_none() && body.fork_mode.is_none() {
+        return Err(ApiError::field(
+            "app_servers",
+            "give app_servers, fork_mode or both",
+        ));
+    }
+    let servers = body.app_servers.as_deref().unwrap_or_default();
+    for (i, server) in servers.iter().enumerate() {
+        if servers[..i].contains(server) {
             return Err(ApiError::field(
                 format!("app_servers[{i}]"),
                 format!("application server {server} is listed twice"),
@@ -372,12 +389,11 @@ pub async fn update_service(
     }
     let service = state
         .store()
-        .set_service_app_servers(&id, &body.app_servers)
+        .update_service(&id, body.app_servers.as_deref(), body.fork_mode)
         .await
         .map_err(|e| match e {
             StoreError::Invalid(m) => {
-                let field = body
-                    .app_servers
+                let field = servers
                     .iter()
                     .position(|s| m.ends_with(s.as_str()))
                     .map_or("app_servers".to_owned(), |i| format!("app_servers[{i}]"));

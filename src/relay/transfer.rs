@@ -117,7 +117,13 @@ impl Core {
                 return self.notify_transfer(&dk, &crate::relay::proxy::status_line(status), true)
             }
         };
-        let Some(template) = self.transfer_invite(&target, &caller_party) else {
+        // The relay is the new dialog's user agent: the application server reaches it over
+        // the transport the INVITE goes out on (the first server's, when service2 forks).
+        let protocol = route
+            .targets
+            .first()
+            .map_or(crate::config::Protocol::Udp, |t| t.protocol);
+        let Some(template) = self.transfer_invite(&target, &caller_party, protocol) else {
             return self.notify_transfer(&dk, &crate::relay::proxy::status_line(500), true);
         };
         let purpose = Purpose::Transfer {
@@ -132,22 +138,27 @@ impl Core {
     }
 
     /// The INVITE the relay sends on the user's behalf: From the user (a new tag), To the
-    /// service, a new Call-ID, the relay as Contact.
-    fn transfer_invite(&self, target: &ReferTarget, caller_party: &str) -> Option<Request> {
+    /// service, a new Call-ID, the relay as Contact over `protocol`.
+    fn transfer_invite(
+        &self,
+        target: &ReferTarget,
+        caller_party: &str,
+        protocol: crate::config::Protocol,
+    ) -> Option<Request> {
         let from_uri = msg::addr_uri(caller_party);
         let tag = format!("tg{:016x}", rand::random::<u64>());
         let call_id = format!("{}@{}", uuid::Uuid::new_v4().simple(), self.local.host);
-        let protocol = crate::config::Protocol::Udp;
         let (content_type, body) = match &target.body {
             Some((ct, b)) => (Some(ct.as_str()), b.as_str()),
             None => (None, ""),
         };
         let mut text = format!(
             "INVITE {uri} SIP/2.0\r\nFrom: <{from_uri}>;tag={tag}\r\nTo: <{uri}>\r\n\
-             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{contact}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{contact};transport={transport}>\r\n\
              Max-Forwards: 70\r\n",
             uri = target.uri,
             contact = self.local.sent_by(protocol),
+            transport = protocol.as_str(),
         );
         if let Some(ct) = content_type {
             text.push_str(&format!("Content-Type: {ct}\r\n"));

@@ -15,7 +15,9 @@ use sea_orm::{
 
 use super::entities::{app_servers, service_routes, services, sessions, users};
 use super::UserRecord;
-use super::{AppServerRecord, ServiceRecord, SessionRecord, SessionState, Store, StoreError};
+use super::{
+    AppServerRecord, ForkMode, ServiceRecord, SessionRecord, SessionState, Store, StoreError,
+};
 
 /// Which sessions [`Store::page_sessions`] returns, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -400,40 +402,52 @@ impl Store {
         Ok(page)
     }
 
-    /// Replaces the ordered application servers of a service (by id).
-    pub async fn set_service_app_servers(
+    /// Changes a service in one transaction: its ordered application servers (by id) and/or
+    /// its fork mode; `None` keeps what is there.
+    pub async fn update_service(
         &self,
         id: &str,
-        app_server_ids: &[String],
+        app_server_ids: Option<&[String]>,
+        fork_mode: Option<ForkMode>,
     ) -> Result<ServiceRecord, StoreError> {
-        if app_server_ids.is_empty() {
+        if app_server_ids.is_some_and(<[String]>::is_empty) {
             return Err(StoreError::Invalid(
                 "a service needs at least one application server".into(),
             ));
         }
         let txn = self.begin_write().await?;
         live_service(&txn, id).await?;
-        for server in app_server_ids {
-            live_app_server(&txn, server)
-                .await
-                .map_err(|_| StoreError::Invalid(format!("no application server {server}")))?;
-        }
-        service_routes::Entity::delete_many()
-            .filter(service_routes::Column::ServiceId.eq(id))
-            .exec(&txn)
-            .await?;
-        let routes =
-            app_server_ids
-                .iter()
-                .zip(0..)
-                .map(|(server, position)| service_routes::ActiveModel {
+        if let Some(app_server_ids) = app_server_ids {
+            for server in app_server_ids {
+                live_app_server(&txn, server)
+                    .await
+                    .map_err(|_| StoreError::Invalid(format!("no application server {server}")))?;
+            }
+            service_routes::Entity::delete_many()
+                .filter(service_routes::Column::ServiceId.eq(id))
+                .exec(&txn)
+                .await?;
+            let routes = app_server_ids.iter().zip(0..).map(|(server, position)| {
+                service_routes::ActiveModel {
                     service_id: sea_orm::ActiveValue::Set(id.to_owned()),
                     position: sea_orm::ActiveValue::Set(position),
                     app_server_id: sea_orm::ActiveValue::Set(server.clone()),
-                });
-        service_routes::Entity::insert_many(routes)
-            .exec_without_returning(&txn)
-            .await?;
+                }
+            });
+            service_routes::Entity::insert_many(routes)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        if let Some(mode) = fork_mode {
+            services::Entity::update_many()
+                .col_expr(
+                    services::Column::ForkMode,
+                    sea_orm::sea_query::Expr::value(mode.as_str()),
+                )
+                .filter(services::Column::Id.eq(id))
+                .exec(&txn)
+                .await?;
+        }
         let service = read_service(&txn, id).await?;
         txn.commit().await?;
         Ok(service)

@@ -66,20 +66,25 @@ impl SippRun {
 impl Sipp {
     /// sipp as an application server on 127.0.0.1:`port`, handling `calls` calls.
     pub fn uas(scenario_file: &str, port: u16, calls: u32, tcp: bool) -> Sipp {
-        Self::spawn(
-            "uas",
-            port,
-            &[
-                "-sf",
-                &scenario(scenario_file),
-                "-m",
-                &calls.to_string(),
-                "-t",
-                transport_flag(tcp),
-                "-default_behaviors",
-                "all,-abortunexp",
-            ],
-        )
+        Self::uas_with(scenario_file, port, calls, tcp, &[])
+    }
+
+    /// Like [`Sipp::uas`], with more sipp arguments (`-set name value`, say).
+    pub fn uas_with(scenario_file: &str, port: u16, calls: u32, tcp: bool, extra: &[&str]) -> Sipp {
+        let calls = calls.to_string();
+        let scenario = scenario(scenario_file);
+        let mut args = vec![
+            "-sf",
+            scenario.as_str(),
+            "-m",
+            calls.as_str(),
+            "-t",
+            transport_flag(tcp),
+            "-default_behaviors",
+            "all,-abortunexp",
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn("uas", port, &args)
     }
 
     /// sipp as the client, calling `service1` through the relay at `relay`.
