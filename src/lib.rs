@@ -14,6 +14,7 @@
 //! - [`store`]: sea-orm entities and queries, and the group-commit session writer.
 //! - [`api`]: the HTTP side: REST API under `/v1` (problem+json errors, API keys, rate
 //!   limits), its OpenAPI document and docs UI, the JWK set, `/healthz`, `/readyz`, `/metrics`.
+//! - [`web`]: the browser client and the console (files in `web/`, compiled in).
 //! - [`client`]: the `tollgate call` SIP client terminal.
 //! - [`shop`]: `tollgate shop`, the reference application server integrators read.
 //! - [`config`]: layered configuration (defaults → `tollgate.toml` → `TOLLGATE_*`).
@@ -36,3 +37,4 @@ pub mod shop;
 pub mod sip;
 pub mod store;
 pub mod tokens;
+pub mod web;
