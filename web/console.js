@@ -88,7 +88,8 @@ async function loadStatic() {
 }
 
 async function showStatement(user) {
-  const st = await api(`/v1/users/${user.id}/statement`);
+  const [st, servers] = await Promise.all([api(`/v1/users/${user.id}/statement`), api("/v1/app-servers?limit=100")]);
+  const shopName = new Map(servers.items.map((a) => [a.id, a.name]));
   const box = $("statement");
   box.innerHTML = "";
   const h = document.createElement("h3");
@@ -103,7 +104,7 @@ async function showStatement(user) {
     body.append(tr);
   };
   for (const s of st.sessions) add(["time", s.app_server, `${s.service}, ${secs(s.duration_ms)}`, money(s.time_charge)]);
-  for (const c of st.charges) add(["item", c.app_server_id, `${c.quantity} × ${c.description}`, money({ amount: c.amount, currency: c.currency })]);
+  for (const c of st.charges) add(["item", shopName.get(c.app_server_id) || c.app_server_id, `${c.quantity} × ${c.description}`, money({ amount: c.amount, currency: c.currency })]);
   for (const a of st.adjustments) add(["adjustment", "", a.reason, money(a)]);
   add(["total", "", "", sum(st.totals)]);
   table.append(body);
