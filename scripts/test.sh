@@ -16,5 +16,7 @@ fi
 
 # The SDK generators and the browser tests/sdk.rs and tests/docs_ui.rs run.
 scripts/install-api-test-tools.sh
+# Chromium, node and the npm packages tests/browser.rs and tests/jssip.rs run.
+scripts/install-browser-test-tools.sh
 
 cargo test --workspace "$@"

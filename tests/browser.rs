@@ -8,36 +8,15 @@
 
 mod common;
 
-use std::sync::Arc;
-
+use common::demo::start_demo;
 use common::tools::{browser_dir, chromium, node_with_browser_packages};
-use tollgate::clock::SystemClock;
-use tollgate::config::Config;
-use tollgate::demo::{self, DemoSettings, DEMO_OPERATOR_KEY};
-
-/// Every demo listener on port 0.
-fn port_zero() -> DemoSettings {
-    let any = "127.0.0.1:0".parse().unwrap();
-    DemoSettings {
-        http: any,
-        sip_udp: any,
-        sip_ws: any,
-        shops: [(any, any), (any, any)],
-    }
-}
+use tollgate::demo::DEMO_OPERATOR_KEY;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomer_calls_buys_leaves_and_reads_the_bill_in_the_browser() {
     let node = node_with_browser_packages();
     let chromium = chromium();
-    let dir = tempfile::tempdir().unwrap();
-    let settings = port_zero();
-    let mut base = Config::default();
-    base.sip.domain = "portal.com".into();
-    let config = demo::config(base, dir.path(), &settings);
-    let running = demo::start(&config, &settings, Arc::new(SystemClock))
-        .await
-        .expect("the demo starts");
+    let (running, _dir) = start_demo().await;
     let out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-demo");
     let _ = std::fs::remove_dir_all(&out_dir);
     std::fs::create_dir_all(&out_dir).unwrap();

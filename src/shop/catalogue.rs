@@ -97,7 +97,7 @@ pub fn matching(asked: &str) -> Vec<&'static Item> {
     if scored.is_empty() {
         return ITEMS.iter().filter(affordable).collect();
     }
-    scored.sort_by(|a, b| b.0.cmp(&a.0));
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
     let best = scored[0].0;
     scored
         .into_iter()

@@ -125,17 +125,22 @@ async fn handle(
             ))
         }
         ("BYE", Some(tag)) => {
-            if !dialogs.get(&key).is_some_and(|d| d.to_tag == tag) {
-                return Some(answer(
-                    req,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    None,
-                    &[],
-                    None,
-                ));
-            }
-            let d = dialogs.remove(&key)?;
+            let d = match dialogs.remove(&key) {
+                Some(d) if d.to_tag == tag => d,
+                other => {
+                    if let Some(d) = other {
+                        dialogs.insert(key, d);
+                    }
+                    return Some(answer(
+                        req,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                        None,
+                        &[],
+                        None,
+                    ));
+                }
+            };
             let tab = shared.visits.end(&d.session_id);
             if tab.is_empty() {
                 return Some(answer(req, 200, "OK", None, &[], None));

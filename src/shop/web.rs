@@ -129,8 +129,8 @@ fn token_refusal(e: &TokenError) -> &'static str {
     }
 }
 
-/// The visit of the request's cookie, or the refusal page.
-fn visit_of(shared: &Shared, headers: &HeaderMap) -> Result<Visit, Response> {
+/// The visit of the request's cookie.
+fn visit_of(shared: &Shared, headers: &HeaderMap) -> Option<Visit> {
     let cookie = headers
         .get_all(header::COOKIE)
         .iter()
@@ -138,21 +138,21 @@ fn visit_of(shared: &Shared, headers: &HeaderMap) -> Result<Visit, Response> {
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == shared.cookie_name)
-        .map(|(_, v)| v.to_owned());
-    cookie
-        .and_then(|c| shared.visits.by_cookie(&c))
-        .ok_or_else(|| {
-            refuse(
-                shared,
-                "You are not signed in here, or your visit has ended. Come in through Tollgate.",
-            )
-        })
+        .map(|(_, v)| v.to_owned())?;
+    shared.visits.by_cookie(&cookie)
+}
+
+/// The refusal for a request without a live visit's cookie.
+fn not_signed_in(shared: &Shared) -> Response {
+    refuse(
+        shared,
+        "You are not signed in here, or your visit has ended. Come in through Tollgate.",
+    )
 }
 
 async fn catalogue_page(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let visit = match visit_of(&shared, &headers) {
-        Ok(v) => v,
-        Err(refusal) => return refusal,
+    let Some(visit) = visit_of(&shared, &headers) else {
+        return not_signed_in(&shared);
     };
     let mut body = format!(
         "<p class=\"who\">Welcome, <b id=\"user\">{}</b> — signed in by Tollgate \
@@ -229,9 +229,8 @@ async fn buy(
     headers: HeaderMap,
     Form(form): Form<Purchase>,
 ) -> Response {
-    let visit = match visit_of(&shared, &headers) {
-        Ok(v) => v,
-        Err(refusal) => return refusal,
+    let Some(visit) = visit_of(&shared, &headers) else {
+        return not_signed_in(&shared);
     };
     let Some(item) = catalogue::item(&form.item) else {
         return (
@@ -284,9 +283,8 @@ async fn tab(
     headers: HeaderMap,
     Form(form): Form<Purchase>,
 ) -> Response {
-    let visit = match visit_of(&shared, &headers) {
-        Ok(v) => v,
-        Err(refusal) => return refusal,
+    let Some(visit) = visit_of(&shared, &headers) else {
+        return not_signed_in(&shared);
     };
     let Some(item) = catalogue::item(&form.item) else {
         return (

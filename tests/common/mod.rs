@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod demo;
 pub mod raw;
 pub mod relay;
 pub mod sipp;
