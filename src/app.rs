@@ -193,6 +193,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     )
     .spawn();
     let purge = spawn_idempotency_purge(store.clone(), clock.clone());
+    let page_clock = clock.clone();
     let core = Core::new(
         CoreSettings {
             node_id: config.node_id.clone(),
@@ -229,6 +230,9 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     });
     let pages = crate::web::router(crate::web::WebSettings {
         store: store.clone(),
+        directory: directory.clone(),
+        clock: page_clock,
+        failures: Default::default(),
         domain: config.sip.domain.clone(),
         websocket,
     });

@@ -76,6 +76,29 @@ $("call-form").addEventListener("submit", async (ev) => {
   } catch (e) { say(e.message, true); }
 });
 
+// The user's own statement: the relay checks the same name and password over HTTP Basic.
+$("my-statement-button").addEventListener("click", async () => {
+  const resp = await fetch("/web/my-statement", {
+    headers: { Authorization: "Basic " + btoa(unescape(encodeURIComponent(ua.user + ":" + ua.password))) },
+  });
+  if (!resp.ok) { say(resp.status === 429 ? "Too many attempts: wait a minute." : "Wrong user name or password.", true); return; }
+  const st = await resp.json();
+  const money = (m) => `${(m.amount / 100).toFixed(2)} ${m.currency}`;
+  const body = $("my-statement-lines").querySelector("tbody");
+  const line = (cells) => {
+    const tr = document.createElement("tr");
+    for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.append(td); }
+    return tr;
+  };
+  body.replaceChildren(
+    ...st.sessions.map((s) => line(["time", s.app_server, `${s.service}, ${(s.duration_ms / 1000).toFixed(1)} s`, s.time_charge ? money(s.time_charge) : ""])),
+    ...st.charges.map((c) => line(["item", "", `${c.quantity} × ${c.description}`, money(c)])),
+    ...st.adjustments.map((a) => line(["adjustment", "", a.reason, money(a)])),
+    line(["total", "", "", st.totals.map(money).join(", ") || "0"]),
+  );
+  $("my-statement").hidden = false;
+});
+
 function openVisit(dialog) {
   const name = "visit-" + dialog.session_id;
   const box = document.createElement("div");

@@ -1,7 +1,7 @@
 // The newcomer's walk through `tollgate demo`, in headless Chromium (Debian's, driven by
 // playwright-core): sign in as the demo user (after a wrong password), ask the wine service
 // for red wine, land on the shop already recognised, buy two items, leave; compare two book
-// shops side by side and leave both; open the console and find the session with its duration
+// shops side by side and leave both; read her own statement; open the console and find the session with its duration
 // and the user's statement with the time charge and both items; a visit to a shop's landing
 // URL without a token is refused. A screenshot of each step goes to OUT_DIR.
 //
@@ -81,6 +81,12 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("iframe[title=shop]").length === 1);
   await page.locator("button.leave").first().click();
   await page.waitForFunction(() => document.querySelectorAll("iframe[title=shop]").length === 0);
+
+  // Alice reads her own statement (signed in with her SIP name and password).
+  await page.click("#my-statement-button");
+  await expectText(page.locator("#my-statement-lines tbody tr"), "Rioja Reserva");
+  await expectText(page.locator("#my-statement-lines tbody tr"), "wine@portal.com");
+  await shot(page, "my-statement");
 
   // The console: the wine session with its duration, and alice's statement.
   await page.goto(consoleUrl);
