@@ -1,8 +1,8 @@
 //! The reference shop (`tollgate shop`) against a real relay, both on port 0: it answers an
 //! INVITE with its landing URL, lets the caller's token in (and nothing else: no token, a
 //! tampered one, an expired one, another shop's), sells from a catalogue matching the request
-//! with charges that land once per Idempotency-Key, bills its tab in the 200 to BYE, and is
-//! busy at capacity.
+//! with charges that land once per Idempotency-Key, bills its tab in the 200 to BYE, is busy
+//! at capacity, and frees a slot when a signed webhook says a session ended.
 
 mod common;
 
@@ -221,8 +221,8 @@ async fn the_shop_answers_lets_its_token_in_and_sells_with_idempotent_charges() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_shop_answers_busy_here() {
-    let (relay, _shops) = relay_with_shops(1, ForkMode::FirstAnswer, 1, now_clock()).await;
+async fn a_full_shop_answers_busy_here_until_a_session_ends() {
+    let (relay, shops) = relay_with_shops(1, ForkMode::FirstAnswer, 1, now_clock()).await;
     let first = RawUdp::bind().await;
     raw::authenticated_invite(&first, relay.udp()).await;
     let ok = raw::next_non_trying(&first).await;
@@ -232,6 +232,42 @@ async fn a_full_shop_answers_busy_here() {
     raw::authenticated_invite(&second, relay.udp()).await;
     let busy = raw::next_non_trying(&second).await;
     assert_eq!(raw::status(&busy), Some(486), "{busy}");
+
+    // The relay says the first session ended without a BYE reaching the shop (a session
+    // timer): a signed `session.terminated` webhook frees the slot. An unsigned one is refused.
+    let sid = answer_body(&ok)["session_id"].as_str().unwrap().to_owned();
+    let event = serde_json::json!({
+        "id": "evt_test_1", "type": "session.terminated",
+        "created_at": "2026-12-02T00:00:00.000Z", "data": {"id": sid},
+    })
+    .to_string();
+    let hook = format!("http://{}/hooks/tollgate", shops[0].http);
+    let unsigned = browser()
+        .post(&hook)
+        .body(event.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let now = SystemClock.now_ms();
+    let secrets = relay
+        .store
+        .webhook_signing_secrets(&shops[0].id, now)
+        .await
+        .unwrap();
+    let signature = tollgate::notify::signature_header(&secrets, now / 1000, event.as_bytes());
+    let signed = browser()
+        .post(&hook)
+        .header(tollgate::notify::SIGNATURE_HEADER, signature)
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 204);
+    let third = RawUdp::bind().await;
+    raw::authenticated_invite(&third, relay.udp()).await;
+    let answered = raw::next_non_trying(&third).await;
+    assert_eq!(raw::status(&answered), Some(200), "{answered}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

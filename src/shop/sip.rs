@@ -35,7 +35,7 @@ use crate::sip::message as msg;
 const SERVER: &str = concat!("tollgate-shop/", env!("CARGO_PKG_VERSION"));
 
 /// One dialog the shop accepted.
-struct Dialog {
+pub(super) struct Dialog {
     session_id: String,
     to_tag: String,
     invite_cseq: u32,
@@ -43,13 +43,22 @@ struct Dialog {
     answer: Vec<u8>,
 }
 
-/// Dialogs by Call-ID and the caller's tag.
-type Dialogs = HashMap<(String, String), Dialog>;
+/// Dialogs by Call-ID and the caller's tag; at most `capacity`.
+pub(super) type Dialogs = HashMap<(String, String), Dialog>;
+
+/// Forgets the dialog of a session the relay says has ended without a BYE reaching the shop
+/// (a session timer, a crashed caller): its capacity slot is free again.
+pub(super) fn forget_session(shared: &Shared, session_id: &str) {
+    shared
+        .dialogs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|_, d| d.session_id != session_id);
+}
 
 /// Receives and answers until the socket fails (the task is aborted at shutdown).
 pub(super) async fn run(sock: UdpSocket, shared: Arc<Shared>) {
     let local = sock.local_addr().expect("a bound socket has an address");
-    let mut dialogs = Dialogs::new();
     let mut buf = vec![0u8; 65_536];
     loop {
         let (n, src) = match sock.recv_from(&mut buf).await {
@@ -65,7 +74,7 @@ pub(super) async fn run(sock: UdpSocket, shared: Arc<Shared>) {
         let Some(via) = header_value(&req, "Via").map(str::to_owned) else {
             continue;
         };
-        if let Some(bytes) = handle(&req, local, &shared, &mut dialogs).await {
+        if let Some(bytes) = handle(&req, local, &shared).await {
             let to = msg::response_target(&via, src);
             if let Err(e) = sock.send_to(&bytes, to).await {
                 tracing::warn!(error = %e, %to, "shop SIP answer not sent");
@@ -75,12 +84,7 @@ pub(super) async fn run(sock: UdpSocket, shared: Arc<Shared>) {
 }
 
 /// The answer to one request, if it gets one.
-async fn handle(
-    req: &Request,
-    local: SocketAddr,
-    shared: &Shared,
-    dialogs: &mut Dialogs,
-) -> Option<Vec<u8>> {
+async fn handle(req: &Request, local: SocketAddr, shared: &Shared) -> Option<Vec<u8>> {
     let method = req.method.to_string();
     let call_id = header_value(req, "Call-ID")?.to_owned();
     let from_tag = header_value(req, "From").and_then(|f| header_param(f, "tag"))?;
@@ -93,13 +97,27 @@ async fn handle(
     match (method.as_str(), to_tag) {
         ("ACK", _) => None,
         ("INVITE", None) => {
-            if let Some(d) = dialogs.get(&key).filter(|d| d.invite_cseq == cseq) {
-                return Some(d.answer.clone());
+            let again = shared
+                .dialogs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .filter(|d| d.invite_cseq == cseq)
+                .map(|d| d.answer.clone());
+            match again {
+                Some(answer) => Some(answer),
+                None => Some(new_session(req, key, cseq, &contact, shared).await),
             }
-            Some(new_session(req, key, cseq, &contact, shared, dialogs).await)
         }
         ("INVITE" | "UPDATE", Some(tag)) => {
-            let Some(d) = dialogs.get(&key).filter(|d| d.to_tag == tag) else {
+            let session_id = shared
+                .dialogs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .filter(|d| d.to_tag == tag)
+                .map(|d| d.session_id.clone());
+            let Some(session_id) = session_id else {
                 return Some(answer(
                     req,
                     481,
@@ -111,7 +129,7 @@ async fn handle(
             };
             let asked = asked_of(req);
             if !asked.is_empty() {
-                shared.visits.change_request(&d.session_id, asked);
+                shared.visits.change_request(&session_id, asked);
             }
             let body = landing_body(shared);
             let extra = [("Contact", contact)];
@@ -125,6 +143,7 @@ async fn handle(
             ))
         }
         ("BYE", Some(tag)) => {
+            let mut dialogs = shared.dialogs.lock().unwrap_or_else(|p| p.into_inner());
             let d = match dialogs.remove(&key) {
                 Some(d) if d.to_tag == tag => d,
                 other => {
@@ -181,7 +200,6 @@ async fn new_session(
     cseq: u32,
     contact: &str,
     shared: &Shared,
-    dialogs: &mut Dialogs,
 ) -> Vec<u8> {
     let token = header_value(req, TOKEN_HEADER).unwrap_or_default();
     let claims = match shared.keys.verify(token, shared.clock.now_ms()).await {
@@ -192,6 +210,7 @@ async fn new_session(
             return answer(req, 403, "Forbidden", Some(&random_hex()), &why, None);
         }
     };
+    let mut dialogs = shared.dialogs.lock().unwrap_or_else(|p| p.into_inner());
     if dialogs.len() >= shared.capacity {
         let retry = [("Retry-After", "30".to_owned())];
         return answer(req, 486, "Busy Here", Some(&random_hex()), &retry, None);

@@ -321,10 +321,36 @@ async fn webhook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
-    if shared.events.add(event) {
-        tracing::info!("webhook received");
+    let ended = (event.get("type").and_then(|t| t.as_str()) == Some("session.terminated"))
+        .then(|| {
+            event
+                .pointer("/data/id")
+                .and_then(|i| i.as_str())
+                .map(str::to_owned)
+        })
+        .flatten();
+    if !shared.events.add(event) {
+        return StatusCode::NO_CONTENT; // a redelivery
+    }
+    if let Some(session_id) = ended {
+        session_ended(&shared, &session_id).await;
     }
     StatusCode::NO_CONTENT
+}
+
+/// The relay ended a session. Usually the BYE got here first and this changes nothing; when
+/// no BYE came (a session timer closed it), the dialog's slot is freed and the tab is posted
+/// over REST, within the relay's charge grace period, each line once by its key.
+async fn session_ended(shared: &Shared, session_id: &str) {
+    super::sip::forget_session(shared, session_id);
+    let tab = shared.visits.end(session_id);
+    for (i, charge) in tab.iter().enumerate() {
+        let key = format!("tab-{session_id}-{i}");
+        match shared.api.post_charge(session_id, charge, &key).await {
+            Ok(ChargeOutcome::Recorded) => {}
+            other => tracing::warn!(%session_id, ?other, "a tab charge was not recorded"),
+        }
+    }
 }
 
 async fn hooks(State(shared): State<Arc<Shared>>) -> Json<Vec<serde_json::Value>> {
