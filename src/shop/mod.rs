@@ -2,11 +2,11 @@
 //!
 //! A shop is two listeners and a REST client of the relay:
 //!
-//! - **SIP** ([`sip`], UDP): answers the relay's INVITEs. A token that is missing or not
+//! - **SIP** (`sip`, UDP): answers the relay's INVITEs. A token that is missing or not
 //!   for this shop → 403; `capacity` sessions up → 486 Busy Here; otherwise 200 with the
 //!   landing URL. re-INVITE and UPDATE change what the visit is about; the 200 to BYE carries
 //!   the charges still on the visit's tab.
-//! - **HTTP** ([`web`], axum): the landing URL takes the session token the browser posts,
+//! - **HTTP** (`web`, axum): the landing URL takes the session token the browser posts,
 //!   verifies it against the relay's JWK set ([`keys`]: cached, refetched on an unknown
 //!   `kid`) for this shop's own id as audience, and starts a cookie session; the catalogue
 //!   ([`catalogue`]) shows what matches the request; "Buy" posts a charge over REST with an

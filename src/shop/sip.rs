@@ -15,7 +15,7 @@
 //! A retransmitted INVITE gets the same answer again (the 2xx is not retransmitted on a
 //! timer until the ACK: a lost ACK is not recovered). The dialog table is bounded by
 //! `capacity`; a session the relay ends without a BYE reaching the shop is forgotten when its
-//! signed `session.terminated` webhook arrives ([`forget_session`]). Every request is read as
+//! signed `session.terminated` webhook arrives (`forget_session`). Every request is read as
 //! hostile: it is parsed by the relay's own parser and anything unparsable is dropped.
 
 use std::collections::HashMap;
