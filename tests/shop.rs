@@ -110,6 +110,19 @@ async fn the_shop_answers_lets_its_token_in_and_sells_with_idempotent_charges() 
         .send_to(raw::in_dialog(&client, "ACK", &invite, &ok, 2), relay.udp())
         .await;
 
+    // A mid-session UPDATE is accepted (the session and its token live on).
+    client
+        .send_to(
+            raw::in_dialog(&client, "UPDATE", &invite, &ok, 3),
+            relay.udp(),
+        )
+        .await;
+    let updated = raw::next_where(&client, |m| {
+        raw::header(m, "CSeq") == Some("3 UPDATE") && raw::status(m).is_some_and(|s| s >= 200)
+    })
+    .await;
+    assert_eq!(raw::status(&updated), Some(200), "{updated}");
+
     // The token opens a cookie session, with no password asked.
     let landed = land(&shops[0].landing_url, body["token"].as_str().unwrap()).await;
     assert_eq!(landed.status(), 303);
@@ -157,7 +170,7 @@ async fn the_shop_answers_lets_its_token_in_and_sells_with_idempotent_charges() 
     assert_eq!(r.status(), 303);
 
     client
-        .send_to(raw::in_dialog(&client, "BYE", &invite, &ok, 3), relay.udp())
+        .send_to(raw::in_dialog(&client, "BYE", &invite, &ok, 4), relay.udp())
         .await;
     let done = raw::next_where(&client, |m| raw::status(m).is_some_and(|s| s >= 200)).await;
     assert_eq!(raw::status(&done), Some(200), "{done}");
