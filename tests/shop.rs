@@ -236,6 +236,17 @@ async fn the_shop_answers_lets_its_token_in_and_sells_with_idempotent_charges() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_shop_answers_busy_here_until_a_session_ends() {
     let (relay, shops) = relay_with_shops(1, ForkMode::FirstAnswer, 1, now_clock()).await;
+    // The shop learnt its id from GET /v1/app-servers/me; the operator key has no "me".
+    let me = format!("http://{}/v1/app-servers/me", relay.relay.http);
+    let operator = browser()
+        .get(&me)
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(operator.status(), 403);
+    assert_eq!(shops[0].name, "shop1");
+
     let first = RawUdp::bind().await;
     raw::authenticated_invite(&first, relay.udp()).await;
     let ok = raw::next_non_trying(&first).await;
