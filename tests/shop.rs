@@ -159,6 +159,18 @@ async fn the_shop_answers_lets_its_token_in_and_sells_with_idempotent_charges() 
             .unwrap();
         assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
     }
+    let page = browser()
+        .get(format!("{base}/shop"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.matches("<li>Rioja").count(), 1, "{page}");
+    assert_eq!(page.matches("<li>Chianti").count(), 1, "{page}");
+
     // One more on the tab: billed in the 200 to BYE.
     let r = browser()
         .post(format!("{base}/shop/tab"))

@@ -28,8 +28,8 @@ pub struct Visit {
     pub service: String,
     /// What the caller asked for: the INVITE body (or a later re-INVITE's / UPDATE's).
     pub asked: String,
-    /// Charges posted to the relay, as shown to the user.
-    pub bought: Vec<String>,
+    /// Charges posted to the relay: their Idempotency-Key and the line shown to the user.
+    pub bought: Vec<(String, String)>,
     /// Charges not posted yet: they go in the 200 to BYE.
     pub tab: Vec<NewCharge>,
     pub ended: bool,
@@ -131,11 +131,11 @@ impl Visits {
             .is_some_and(|v| v.ended)
     }
 
-    /// Notes a charge the relay recorded.
-    pub fn bought(&self, session_id: &str, line: String) {
+    /// Notes a charge the relay recorded (once per key: a replay adds nothing).
+    pub fn bought(&self, session_id: &str, key: &str, line: String) {
         if let Some(v) = self.lock().by_session.get_mut(session_id) {
-            if v.bought.len() < MAX_LINES {
-                v.bought.push(line);
+            if v.bought.len() < MAX_LINES && !v.bought.iter().any(|(k, _)| k == key) {
+                v.bought.push((key.to_owned(), line));
             }
         }
     }

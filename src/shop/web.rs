@@ -192,7 +192,7 @@ async fn catalogue_page(State(shared): State<Arc<Shared>>, headers: HeaderMap) -
         ));
     }
     body.push_str("</table><h2>Bought</h2><ul id=\"bought\">");
-    for line in &visit.bought {
+    for (_, line) in &visit.bought {
         body.push_str(&format!("<li>{}</li>", esc(line)));
     }
     body.push_str("</ul><h2>On your tab (billed when you leave)</h2><ul id=\"tab\">");
@@ -253,10 +253,8 @@ async fn buy(
         .await
     {
         Ok(ChargeOutcome::Recorded) => {
-            if !visit.bought.iter().any(|l| l.ends_with(&format!("[{key}]"))) {
-                let line = format!("{} — {} [{key}]", item.name, catalogue::price(item.unit_amount));
-                shared.visits.bought(&visit.session_id, line);
-            }
+            let line = format!("{} — {}", item.name, catalogue::price(item.unit_amount));
+            shared.visits.bought(&visit.session_id, &key, line);
             Redirect::to("/shop").into_response()
         }
         Ok(ChargeOutcome::Refused { status, detail }) => (
