@@ -23,6 +23,8 @@ fi
 
 # The SDK generators and the browser tests/sdk.rs and tests/docs_ui.rs run.
 scripts/install-api-test-tools.sh
+# Chromium, node and the npm packages tests/browser.rs and tests/jssip.rs run.
+scripts/install-browser-test-tools.sh
 
 if [ -z "${TOLLGATE_TEST_POSTGRES_URL:-}" ]; then
   pg_bin=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n1)")
@@ -44,7 +46,7 @@ cargo test --workspace "$@"
 # The relay-level tests once more, every relay on PostgreSQL.
 relay_tests=()
 for t in api billing change_transfer fork handover lose_nothing sip_calls sip_flows timers \
-  token_e2e trust_wire websocket; do
+  sipp_scenarios token_e2e trust_wire websocket; do
   relay_tests+=(--test "$t")
 done
 TOLLGATE_TEST_ENGINE=postgres cargo test "${relay_tests[@]}" "$@"

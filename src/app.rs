@@ -232,6 +232,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     )
     .spawn();
     let purge = spawn_idempotency_purge(store.clone(), clock.clone());
+    let page_clock = clock.clone();
     let core = Core::new(
         CoreSettings {
             node_id: config.node_id.clone(),
@@ -271,7 +272,22 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     });
     readiness.set_sip_ready(true);
 
-    let router = api::router(api_state).into_make_service_with_connect_info::<SocketAddr>();
+    let websocket = bound.iter().find_map(|l| match l.protocol {
+        Protocol::Ws => Some(("ws", l.addr.port())),
+        Protocol::Wss => Some(("wss", l.addr.port())),
+        _ => None,
+    });
+    let pages = crate::web::router(crate::web::WebSettings {
+        store: store.clone(),
+        directory: directory.clone(),
+        clock: page_clock,
+        failures: Default::default(),
+        domain: config.sip.domain.clone(),
+        websocket,
+    });
+    let router = api::router(api_state)
+        .merge(pages)
+        .into_make_service_with_connect_info::<SocketAddr>();
     let http_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "HTTP server stopped");

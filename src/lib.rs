@@ -14,10 +14,13 @@
 //! - [`store`]: sea-orm entities and queries, and the group-commit session writer.
 //! - [`api`]: the HTTP side: REST API under `/v1` (problem+json errors, API keys, rate
 //!   limits), its OpenAPI document and docs UI, the JWK set, `/healthz`, `/readyz`, `/metrics`.
+//! - [`web`]: the browser client and the console (files in `web/`, compiled in).
 //! - [`client`]: the `tollgate call` SIP client terminal.
+//! - [`shop`]: `tollgate shop`, the reference application server integrators read.
 //! - [`config`]: layered configuration (defaults → `tollgate.toml` → `TOLLGATE_*`).
 //! - [`metrics`]: Prometheus counters shared by the relay core and the HTTP layer.
 //! - [`clock`]: the injected wall clock used for everything that is billed.
+//! - [`demo`]: `tollgate demo`, a relay, two shops and their data in one process.
 //! - [`app`]: builds and runs everything from a config; reports bound addresses.
 
 pub mod api;
@@ -26,9 +29,12 @@ pub mod billing;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod notify;
 pub mod relay;
+pub mod shop;
 pub mod sip;
 pub mod store;
 pub mod tokens;
+pub mod web;

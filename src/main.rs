@@ -34,6 +34,49 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Run everything to try Tollgate in a browser: the relay (SQLite in --data-dir), two
+    /// reference shops, a demo user, two services, a tariff and an operator key.
+    Demo {
+        /// Where the demo database lives.
+        #[arg(long, default_value = "tollgate-demo")]
+        data_dir: PathBuf,
+        /// The relay's HTTP address (browser client at /, console at /console).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
+        /// The relay's SIP UDP address.
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        sip: std::net::SocketAddr,
+        /// The relay's SIP-over-WebSocket address (the browser client's).
+        #[arg(long, default_value = "127.0.0.1:5066")]
+        ws: std::net::SocketAddr,
+        /// The two shops' SIP and HTTP addresses.
+        #[arg(long, num_args = 4, value_names = ["SIP1", "HTTP1", "SIP2", "HTTP2"],
+              default_values = ["127.0.0.1:5091", "127.0.0.1:8091", "127.0.0.1:5092", "127.0.0.1:8092"])]
+        shops: Vec<std::net::SocketAddr>,
+    },
+    /// Run the reference shop: an application server answering INVITEs, with a landing page
+    /// that verifies session tokens and a catalogue that posts charges.
+    Shop {
+        /// The relay's HTTP base URL, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        relay_url: String,
+        /// This shop's API key (printed by `tollgate appserver add`).
+        #[arg(long, env = "TOLLGATE_SHOP_API_KEY")]
+        api_key: String,
+        /// The tokens' issuer, when the relay's public URL is not --relay-url.
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long, default_value = "127.0.0.1:5090")]
+        sip_listen: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        http_listen: std::net::SocketAddr,
+        /// The base URL browsers reach this shop at (default: http:// + the bound address).
+        #[arg(long)]
+        public_url: Option<String>,
+        /// Sessions at once; one more is answered 486 Busy Here.
+        #[arg(long, default_value_t = 10)]
+        capacity: usize,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the REST API's OpenAPI document (the committed openapi/openapi.json).
@@ -213,8 +256,47 @@ async fn run(cli: Cli) -> Result<()> {
         print!("{}", tollgate::api::openapi_json());
         return Ok(());
     }
+    let command = match cli.command {
+        Command::Shop {
+            relay_url,
+            api_key,
+            issuer,
+            sip_listen,
+            http_listen,
+            public_url,
+            capacity,
+        } => {
+            return run_shop(tollgate::shop::ShopConfig {
+                relay_url,
+                issuer,
+                api_key,
+                sip_listen,
+                http_listen,
+                public_url,
+                capacity,
+            })
+            .await
+        }
+        other => other,
+    };
     let config = Config::load(cli.config.as_deref())?;
-    match cli.command {
+    match command {
+        Command::Demo {
+            data_dir,
+            http,
+            sip,
+            ws,
+            shops,
+        } => {
+            let settings = tollgate::demo::DemoSettings {
+                http,
+                sip_udp: sip,
+                sip_ws: ws,
+                shops: [(shops[0], shops[1]), (shops[2], shops[3])],
+            };
+            demo(config, &data_dir, settings).await
+        }
+        Command::Shop { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Serve { demo } => serve(config, demo).await,
         Command::Openapi => unreachable!("handled before the configuration is loaded"),
         Command::Migrate => {
@@ -491,6 +573,81 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tollgate shop`: runs until Ctrl-C.
+async fn run_shop(config: tollgate::shop::ShopConfig) -> Result<()> {
+    let shop = tollgate::shop::start(config, Arc::new(SystemClock)).await?;
+    println!("shop {} ({}) ready", shop.name, shop.id);
+    println!("  sip udp {}", shop.sip);
+    println!("  landing URL {}", shop.landing_url);
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    eprintln!("shutting down");
+    shop.shutdown().await;
+    Ok(())
+}
+
+/// `tollgate demo`: runs until Ctrl-C.
+async fn demo(
+    config: Config,
+    data_dir: &std::path::Path,
+    settings: tollgate::demo::DemoSettings,
+) -> Result<()> {
+    use tollgate::demo::{DEMO_OPERATOR_KEY, DEMO_USER};
+    tollgate::demo::prepare_dir(data_dir)?;
+    let config = tollgate::demo::config(config, data_dir, &settings);
+    let demo = tollgate::demo::start(&config, &settings, Arc::new(SystemClock)).await?;
+    let operator_key = config
+        .api
+        .operator_key
+        .as_ref()
+        .map(|k| k.expose().to_owned())
+        .unwrap_or_else(|| DEMO_OPERATOR_KEY.to_owned());
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "Tollgate demo is running (data in {})",
+        data_dir.display()
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "  browser client  {}", demo.client_url());
+    let _ = writeln!(
+        out,
+        "                  sign in as {} / {}",
+        DEMO_USER.0, DEMO_USER.1
+    );
+    let _ = writeln!(out, "  console         {}", demo.console_url());
+    let _ = writeln!(out, "                  operator key {operator_key}");
+    let _ = writeln!(
+        out,
+        "  services        wine@{0} (wine-shop), books@{0} (both shops, all answers)",
+        demo.domain
+    );
+    for shop in &demo.shops {
+        let _ = writeln!(
+            out,
+            "  {:<15} http://{} (SIP {})",
+            shop.name, shop.http, shop.sip
+        );
+    }
+    for listen in &demo.relay.sip {
+        let _ = writeln!(
+            out,
+            "tollgate ready: sip {} {}",
+            listen.protocol, listen.addr
+        );
+    }
+    let _ = writeln!(out, "tollgate ready: http {}", demo.relay.http);
+    let _ = writeln!(out, "Press Ctrl-C to stop.");
+    let _ = out.flush();
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    eprintln!("shutting down");
+    demo.shutdown().await;
+    Ok(())
 }
 
 async fn serve(config: Config, demo: bool) -> Result<()> {

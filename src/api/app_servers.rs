@@ -19,7 +19,7 @@ use super::error::{ApiError, Problem};
 use super::extract::{ApiJson, ApiQuery};
 use super::pagination::{self, PageParams};
 use super::webhooks::no_store;
-use super::{location, ApiState, Operator};
+use super::{location, ApiState, Operator, Principal};
 use crate::clock::rfc3339;
 use crate::store::{AppServerChange, AppServerRecord, StoreError};
 
@@ -267,6 +267,31 @@ pub async fn get_app_server(
     Path(id): Path<String>,
 ) -> Result<Json<AppServer>, ApiError> {
     Ok(Json(state.store().get_app_server(&id).await?.into()))
+}
+
+/// The application server whose key calls.
+#[utoipa::path(
+    get,
+    path = "/app-servers/me",
+    operation_id = "getOwnAppServer",
+    tag = "app-servers",
+    summary = "Get the application server the calling key belongs to",
+    description = "For an application server's key: its own record. A shop needs its `id`, \
+                   the `aud` of the session tokens minted for it. The operator key is not an \
+                   application server and gets 403.",
+    responses(
+        (status = 200, description = "The calling application server", body = AppServer),
+        (status = 403, description = "The operator key, which belongs to no application server", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_own_app_server(principal: Principal) -> Result<Json<AppServer>, ApiError> {
+    match principal {
+        Principal::AppServer(own) => Ok(Json(own.into())),
+        Principal::Operator => Err(ApiError::Forbidden(
+            "the operator key belongs to no application server; call with the server's own key"
+                .into(),
+        )),
+    }
 }
 
 /// Change an application server.

@@ -192,6 +192,7 @@ fn v1_routes() -> OpenApiRouter<ApiState> {
             app_servers::create_app_server,
             app_servers::list_app_servers
         ))
+        .routes(routes!(app_servers::get_own_app_server))
         .routes(routes!(
             app_servers::get_app_server,
             app_servers::update_app_server,

@@ -4,6 +4,7 @@
 
 pub mod calls;
 pub mod db;
+pub mod demo;
 pub mod process;
 pub mod raw;
 pub mod relay;

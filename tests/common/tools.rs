@@ -27,3 +27,45 @@ pub fn venv() -> PathBuf {
             .join(".cache/tollgate-sdk-venv"),
     }
 }
+
+/// `path`, which must exist: the browser and interop tests fail (never skip) without their
+/// tools, which `scripts/install-browser-test-tools.sh` installs.
+pub fn must_exist(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-browser-test-tools.sh",
+        path.display()
+    );
+    path
+}
+
+/// `node` on the PATH (or `$TOLLGATE_NODE`), and the npm packages of `tests/browser`.
+pub fn node_with_browser_packages() -> PathBuf {
+    let node = std::env::var_os("TOLLGATE_NODE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("node"))
+                    .find(|n| n.exists())
+            })
+        })
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/node"));
+    must_exist(browser_dir().join("node_modules/playwright-core"));
+    must_exist(browser_dir().join("node_modules/jssip"));
+    must_exist(node)
+}
+
+/// `tests/browser`: the Node scripts and their packages.
+pub fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Debian's Chromium (or `$TOLLGATE_CHROMIUM`).
+pub fn chromium() -> PathBuf {
+    must_exist(
+        std::env::var_os("TOLLGATE_CHROMIUM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium")),
+    )
+}
