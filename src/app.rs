@@ -6,6 +6,7 @@ use crate::api::{self, ApiParts, ApiSettings, ApiState, RateLimit, Readiness};
 use crate::clock::SharedClock;
 use crate::config::{ChallengeStyle, Config, Listen, Protocol};
 use crate::metrics::Metrics;
+use crate::node;
 use crate::notify::{Dispatcher, DispatcherSettings};
 use crate::relay::auth::{AuthSettings, Authenticator, ChallengeKind};
 use crate::relay::core::{Core, CoreParts, CoreSettings};
@@ -20,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+/// How many nonces' counts the authenticator remembers (about 40 bytes each).
+const NC_CACHE_ENTRIES: usize = 200_000;
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +90,12 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             ));
         }
     }
+    let node_id = node::node_id(config)?;
     let store = Store::connect(&config.database.url)
         .await?
         .with_charge_grace_ms(secs_to_ms(config.billing.charge_grace_secs));
     let closed = store
-        .close_interrupted_sessions(&config.node_id, clock.now_ms())
+        .close_interrupted_sessions(&node_id, clock.now_ms())
         .await?;
     if closed > 0 {
         tracing::warn!(closed, "closed sessions left open by a previous run");
@@ -129,13 +134,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             source,
         })?;
     let bound = transports.bound().to_vec();
-    let local = local_identity(config, &bound);
+    let local = local_identity(config, &bound, &node_id);
     tracing::info!(host = %local.host, "Via and Record-Route name this relay as");
 
-    let nonce_secret = match &config.sip.nonce_secret {
-        Some(s) => s.expose().as_bytes().to_vec(),
-        None => rand::random::<[u8; 32]>().to_vec(),
-    };
+    let (nonce_keys, nonce_reload) = node::nonce_keys(config, &store, clock.clone()).await?;
     let algorithms = config
         .sip
         .digest_algorithms
@@ -156,11 +158,13 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     }
     let auth = Authenticator::new(AuthSettings {
         realm: config.sip.domain.clone(),
-        nonce_secret,
-        nonce_lifetime_ms: config.sip.nonce_lifetime_secs as i64 * 1000,
+        nonce_keys,
+        nonce_lifetime_ms: secs_to_ms(config.sip.nonce_lifetime_secs),
         failure_limit: config.sip.auth_failure_limit,
-        failure_window_ms: config.sip.auth_failure_window_secs as i64 * 1000,
-        block_ms: config.sip.auth_block_secs as i64 * 1000,
+        user_failure_limit: config.sip.auth_user_failure_limit,
+        nc_cache_entries: NC_CACHE_ENTRIES,
+        failure_window_ms: secs_to_ms(config.sip.auth_failure_window_secs),
+        block_ms: secs_to_ms(config.sip.auth_block_secs),
         algorithms,
     });
     let metrics = Metrics::new();
@@ -195,7 +199,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     let purge = spawn_idempotency_purge(store.clone(), clock.clone());
     let core = Core::new(
         CoreSettings {
-            node_id: config.node_id.clone(),
+            node_id: node_id.clone(),
             t1: Duration::from_millis(config.sip.t1_ms.max(1)),
             timer_c: Duration::from_secs(config.sip.timer_c_secs.max(1)),
             challenge: match config.sip.challenge {
@@ -235,7 +239,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         store,
         metrics,
         directory,
-        tasks: vec![core_task, refresh, key_reload, http_task, webhooks, purge],
+        tasks: [core_task, refresh, key_reload, http_task, webhooks, purge]
+            .into_iter()
+            .chain(nonce_reload)
+            .collect(),
         writer,
     })
 }
@@ -301,7 +308,7 @@ fn spawn_key_reload(tokens: TokenIssuer, store: Store, clock: SharedClock) -> Jo
 
 /// The host other parties reach this relay at: configured, the bound IP, or (bound to a
 /// wildcard) the address this machine uses for outgoing traffic.
-fn local_identity(config: &Config, bound: &[Listen]) -> LocalIdentity {
+fn local_identity(config: &Config, bound: &[Listen], node_id: &str) -> LocalIdentity {
     let port = |p: Protocol| {
         bound
             .iter()
@@ -328,7 +335,7 @@ fn local_identity(config: &Config, bound: &[Listen]) -> LocalIdentity {
             .collect(),
         hosts,
         domain: config.sip.domain.clone(),
-        node: branch_safe(&config.node_id),
+        node: branch_safe(node_id),
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`client`]: the `tollgate call` SIP client terminal.
 //! - [`config`]: layered configuration (defaults → `tollgate.toml` → `TOLLGATE_*`).
 //! - [`metrics`]: Prometheus counters shared by the relay core and the HTTP layer.
+//! - [`node`]: the node's stable id and the digest nonce keys shared through the database.
 //! - [`clock`]: the injected wall clock used for everything that is billed.
 //! - [`app`]: builds and runs everything from a config; reports bound addresses.
 
@@ -27,6 +28,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod metrics;
+pub mod node;
 pub mod notify;
 pub mod relay;
 pub mod sip;

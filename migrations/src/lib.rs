@@ -14,6 +14,7 @@ mod m20261126_000003_api_keys;
 mod m20261201_000004_billing;
 mod m20261201_000010_service_fork_mode;
 mod m20261201_000011_session_changes;
+mod m20261202_000020_nonce_keys;
 
 /// Runs Tollgate's migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_billing::Migration),
             Box::new(m20261201_000010_service_fork_mode::Migration),
             Box::new(m20261201_000011_session_changes::Migration),
+            Box::new(m20261202_000020_nonce_keys::Migration),
         ]
     }
 }

@@ -34,6 +34,7 @@ mod error;
 mod idempotency;
 mod keys;
 mod ledger;
+mod nonce_keys;
 mod session_changes;
 mod session_writer;
 mod sessions;
@@ -65,6 +66,7 @@ pub use ledger::{
     AdjustmentOutcome, ChargeOutcome, ChargeRequest, LedgerQuery, LedgerRecord, NewAdjustment,
     KIND_ADJUSTMENT, KIND_ITEM, KIND_TIME,
 };
+pub use nonce_keys::{NonceKeyRecord, KEPT_KEYS};
 pub use session_changes::{SessionChange, MAX_CHANGE_BODY};
 pub use session_writer::{SessionEvent, SessionWriter};
 pub use sessions::{Party, SessionFilter, SessionRecord, SessionState};
