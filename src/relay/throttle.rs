@@ -302,9 +302,13 @@ mod tests {
 
         let mapped: Ipv6Addr = "::ffff:192.0.2.1".parse().unwrap();
         t.record_failure(IpAddr::V6(mapped), 0);
-        t.record_failure("192.0.2.1".parse().unwrap(), 0);
-        assert!(t.is_blocked("192.0.2.1".parse().unwrap(), 0).is_some());
-        assert!(t.is_blocked("192.0.2.2".parse().unwrap(), 0).is_none());
+        t.record_failure("192.0.2.1".parse::<IpAddr>().unwrap(), 0);
+        assert!(t
+            .is_blocked("192.0.2.1".parse::<IpAddr>().unwrap(), 0)
+            .is_some());
+        assert!(t
+            .is_blocked("192.0.2.2".parse::<IpAddr>().unwrap(), 0)
+            .is_none());
     }
 
     #[test]

@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(
             verdict(&GOOD.replace(
                 "Content-Length: 2",
-                "Content-Length: 2\r\nContent-Length: 1"
+                "Content-Length: 1\r\nContent-Length: 2"
             )),
             Err(bad("Conflicting Content-Length"))
         );
