@@ -14,7 +14,7 @@ use crate::app::AppError;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::sip::digest::NonceKeys;
-use crate::store::{NonceKeyRecord, Store};
+use crate::store::{sqlite_file, NonceKeyRecord, Store};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
