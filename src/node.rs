@@ -57,22 +57,10 @@ fn data_dir(config: &Config) -> PathBuf {
     if let Some(dir) = &config.data_dir {
         return dir.clone();
     }
-    let url = &config.database.url;
-    if let Some(rest) = url.strip_prefix("sqlite:") {
-        let path = rest
-            .trim_start_matches("//")
-            .split('?')
-            .next()
-            .unwrap_or("");
-        if !path.is_empty() && path != ":memory:" {
-            if let Some(dir) = Path::new(path).parent() {
-                if !dir.as_os_str().is_empty() {
-                    return dir.to_path_buf();
-                }
-            }
-        }
-    }
-    PathBuf::from(".")
+    sqlite_file(&config.database.url)
+        .and_then(|file| file.parent().map(Path::to_path_buf))
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Creates `path` with `text`, readable by the owner only; fails if it exists.

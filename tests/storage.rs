@@ -47,10 +47,22 @@ async fn nonce_keys_are_shared_and_rotate_with_an_overlap(store: Store, url: Str
     assert_eq!(rotated[0].active_from, ROTATE + LEAD);
     assert_eq!(rotated[1], first[0]);
     // While the next key is pending no other is written, by any node.
-    assert_eq!(other_node.nonce_keys(ROTATE + 1, ROTATE, LEAD).await.unwrap(), rotated);
+    assert_eq!(
+        other_node
+            .nonce_keys(ROTATE + 1, ROTATE, LEAD)
+            .await
+            .unwrap(),
+        rotated
+    );
     // Two more rotations: only the three newest are kept.
-    store.nonce_keys(2 * ROTATE + LEAD, ROTATE, LEAD).await.unwrap();
-    let kept = store.nonce_keys(3 * ROTATE + 2 * LEAD, ROTATE, LEAD).await.unwrap();
+    store
+        .nonce_keys(2 * ROTATE + LEAD, ROTATE, LEAD)
+        .await
+        .unwrap();
+    let kept = store
+        .nonce_keys(3 * ROTATE + 2 * LEAD, ROTATE, LEAD)
+        .await
+        .unwrap();
     assert_eq!(kept.len(), tollgate::store::KEPT_KEYS);
     assert!(!kept.contains(&first[0]), "the oldest key is gone");
     assert!(kept.windows(2).all(|w| w[0].active_from > w[1].active_from));
