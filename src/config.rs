@@ -302,7 +302,7 @@ impl Default for WebhooksConfig {
 }
 
 /// The whole configuration of one relay node.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Names this node on the session rows it writes and in its branches; unique per node and
@@ -363,22 +363,6 @@ impl Default for HttpConfig {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid default"),
             public_url: None,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            node_id: None,
-            data_dir: None,
-            database: DatabaseConfig::default(),
-            sip: SipConfig::default(),
-            http: HttpConfig::default(),
-            tokens: TokensConfig::default(),
-            api: ApiConfig::default(),
-            billing: BillingConfig::default(),
-            webhooks: WebhooksConfig::default(),
         }
     }
 }

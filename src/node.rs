@@ -136,8 +136,10 @@ mod tests {
     #[test]
     fn a_generated_node_id_is_kept_and_private() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = Some(dir.path().to_path_buf());
+        let mut config = Config {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Config::default()
+        };
         let first = node_id(&config).unwrap();
         assert!(first.starts_with("node-") && first.len() > 20, "{first}");
         assert_eq!(node_id(&config).unwrap(), first, "stable across starts");

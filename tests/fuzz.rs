@@ -73,7 +73,7 @@ fn corpus(kind: &str) -> Vec<Vec<u8>> {
 /// A seed mutated by what `u` draws, or (one time in eight) raw bytes.
 fn mutated(u: &mut Unstructured<'_>, seeds: &[Vec<u8>]) -> Result<Vec<u8>> {
     if u.ratio(1, 8)? {
-        return Ok(u.arbitrary::<Vec<u8>>()?);
+        return u.arbitrary::<Vec<u8>>();
     }
     let mut data = u.choose(seeds)?.clone();
     for _ in 0..u.int_in_range(0..=8)? {
