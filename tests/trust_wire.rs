@@ -613,3 +613,44 @@ async fn a_nonce_issued_before_a_restart_is_accepted_after_it() {
     .await;
     relay.relay.shutdown().await;
 }
+
+// ------------------------------------------------------------------------ validation first
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_gets_400_naming_the_problem_never_a_challenge() {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    let client = RawUdp::bind().await;
+    let good = raw::invite(&client, &raw::branch(), &raw::token(), "v1", 1, &[]);
+    for (broken, expected) in [
+        (
+            good.replace("Call-ID: v1\r\n", ""),
+            "SIP/2.0 400 Missing Call-ID\r\n",
+        ),
+        (
+            good.replace("CSeq: 1 INVITE", "CSeq: 1 BYE"),
+            "SIP/2.0 400 CSeq method does not match the request\r\n",
+        ),
+        (
+            good.replace("CSeq: 1 INVITE\r\n", ""),
+            "SIP/2.0 400 Missing CSeq\r\n",
+        ),
+        (
+            good.replacen(" SIP/2.0\r\n", " SIP/3.0\r\n", 1),
+            "SIP/2.0 505 Version Not Supported\r\n",
+        ),
+    ] {
+        client.send_to(&broken, relay.udp()).await;
+        let answer = raw::next_non_trying(&client).await;
+        assert!(
+            answer.starts_with(expected),
+            "{expected:?} expected, got {answer}"
+        );
+    }
+    raw::barrier(&client, relay.udp()).await;
+    assert!(!app.has_pending());
+    relay.relay.shutdown().await;
+}
