@@ -6,6 +6,7 @@ use crate::api::{self, ApiParts, ApiSettings, ApiState, RateLimit, Readiness};
 use crate::clock::SharedClock;
 use crate::config::{ChallengeStyle, Config, Listen, Protocol};
 use crate::metrics::Metrics;
+use crate::node;
 use crate::notify::{Dispatcher, DispatcherSettings};
 use crate::relay::auth::{AuthSettings, Authenticator, ChallengeKind};
 use crate::relay::core::{Core, CoreParts, CoreSettings};
@@ -21,6 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+/// How many nonces' counts the authenticator remembers (about 40 bytes each).
+const NC_CACHE_ENTRIES: usize = 200_000;
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +108,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             ));
         }
     }
+    let node_id = node::node_id(config)?;
     let store = Store::connect_with(
         &config.database.url,
         Duration::from_secs(config.database.acquire_timeout_secs.max(1)),
@@ -113,7 +118,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     // Sessions silent for longer than a session interval are over; the others go on.
     let resumed = store
         .resume_sessions(
-            &config.node_id,
+            &node_id,
             clock.now_ms(),
             secs_to_ms(config.sip.session_expires.max(config.sip.min_se)),
         )
@@ -158,13 +163,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
             source,
         })?;
     let bound = transports.bound().to_vec();
-    let local = local_identity(config, &bound);
+    let local = local_identity(config, &bound, &node_id);
     tracing::info!(host = %local.host, "Via and Record-Route name this relay as");
 
-    let nonce_secret = match &config.sip.nonce_secret {
-        Some(s) => s.expose().as_bytes().to_vec(),
-        None => rand::random::<[u8; 32]>().to_vec(),
-    };
+    let (nonce_keys, nonce_reload) = node::nonce_keys(config, &store, clock.clone()).await?;
     let algorithms = config
         .sip
         .digest_algorithms
@@ -185,11 +187,13 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     }
     let auth = Authenticator::new(AuthSettings {
         realm: config.sip.domain.clone(),
-        nonce_secret,
-        nonce_lifetime_ms: config.sip.nonce_lifetime_secs as i64 * 1000,
+        nonce_keys,
+        nonce_lifetime_ms: secs_to_ms(config.sip.nonce_lifetime_secs),
         failure_limit: config.sip.auth_failure_limit,
-        failure_window_ms: config.sip.auth_failure_window_secs as i64 * 1000,
-        block_ms: config.sip.auth_block_secs as i64 * 1000,
+        user_failure_limit: config.sip.auth_user_failure_limit,
+        nc_cache_entries: NC_CACHE_ENTRIES,
+        failure_window_ms: secs_to_ms(config.sip.auth_failure_window_secs),
+        block_ms: secs_to_ms(config.sip.auth_block_secs),
         algorithms,
     });
     let metrics = Metrics::new();
@@ -235,7 +239,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
     let page_clock = clock.clone();
     let core = Core::new(
         CoreSettings {
-            node_id: config.node_id.clone(),
+            node_id: node_id.clone(),
             t1: Duration::from_millis(config.sip.t1_ms.max(1)),
             timer_c: Duration::from_secs(config.sip.timer_c_secs.max(1)),
             challenge: match config.sip.challenge {
@@ -300,7 +304,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Relay, AppErro
         store,
         metrics,
         directory,
-        tasks: vec![core_task, refresh, key_reload, http_task, webhooks, purge],
+        tasks: [core_task, refresh, key_reload, http_task, webhooks, purge]
+            .into_iter()
+            .chain(nonce_reload)
+            .collect(),
         writer,
         draining,
         live,
@@ -368,7 +375,7 @@ fn spawn_key_reload(tokens: TokenIssuer, store: Store, clock: SharedClock) -> Jo
 
 /// The host other parties reach this relay at: configured, the bound IP, or (bound to a
 /// wildcard) the address this machine uses for outgoing traffic.
-fn local_identity(config: &Config, bound: &[Listen]) -> LocalIdentity {
+fn local_identity(config: &Config, bound: &[Listen], node_id: &str) -> LocalIdentity {
     let port = |p: Protocol| {
         bound
             .iter()
@@ -395,7 +402,7 @@ fn local_identity(config: &Config, bound: &[Listen]) -> LocalIdentity {
             .collect(),
         hosts,
         domain: config.sip.domain.clone(),
-        node: branch_safe(&config.node_id),
+        node: branch_safe(node_id),
     }
 }
 

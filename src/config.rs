@@ -178,13 +178,21 @@ pub struct SipConfig {
     pub public_host: Option<String>,
     pub challenge: ChallengeStyle,
     /// Digest algorithms offered, one challenge each, most preferred first (RFC 8760).
-    /// Clients that only read the first challenge (sipp 3.6) need MD5 first.
+    /// Default `["MD5"]`: sipp 3.6 and libre-based phones (baresip) fail when a SHA-256
+    /// challenge is present at all. `["SHA-256", "MD5"]` opts in to SHA-256 (see
+    /// docs/decisions/0020-digest-defaults.md).
     pub digest_algorithms: Vec<String>,
-    /// HMAC key for stateless nonces; share it between relay nodes. Random per start if unset.
+    /// A fixed HMAC key for nonces, shared by every node through configuration. Unset (the
+    /// default), the nodes share rotating keys kept in the database (`nonce_keys`).
     pub nonce_secret: Option<Secret>,
     pub nonce_lifetime_secs: u64,
+    /// How often the database nonce key is replaced (the previous one stays accepted).
+    pub nonce_key_rotation_secs: u64,
     /// Wrong credentials from one source within `auth_failure_window_secs` before it is blocked.
     pub auth_failure_limit: u32,
+    /// Wrong credentials for one user name (from all sources) within
+    /// `auth_failure_window_secs` before the user is blocked for `auth_block_secs`.
+    pub auth_user_failure_limit: u32,
     pub auth_failure_window_secs: u64,
     pub auth_block_secs: u64,
     /// RFC 3261 T1 in milliseconds (retransmission base).
@@ -331,11 +339,16 @@ impl Default for WebhooksConfig {
 }
 
 /// The whole configuration of one relay node.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Names this node on the session rows it writes.
-    pub node_id: String,
+    /// Names this node on the session rows it writes and in its branches; unique per node and
+    /// stable across restarts. Unset, the node generates one at its first start and keeps it
+    /// in `<data_dir>/node-id`.
+    pub node_id: Option<String>,
+    /// Where the node keeps its own files (its generated node id). Defaults to the config
+    /// file's directory, else the SQLite database's directory, else the working directory.
+    pub data_dir: Option<PathBuf>,
     pub database: DatabaseConfig,
     pub sip: SipConfig,
     pub http: HttpConfig,
@@ -365,10 +378,12 @@ impl Default for SipConfig {
             ],
             public_host: None,
             challenge: ChallengeStyle::Proxy,
-            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            digest_algorithms: vec!["MD5".into()],
             nonce_secret: None,
             nonce_lifetime_secs: 300,
+            nonce_key_rotation_secs: 24 * 60 * 60,
             auth_failure_limit: 10,
+            auth_user_failure_limit: 50,
             auth_failure_window_secs: 60,
             auth_block_secs: 60,
             t1_ms: 500,
@@ -394,22 +409,6 @@ impl Default for HttpConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            node_id: "node-1".into(),
-            database: DatabaseConfig::default(),
-            sip: SipConfig::default(),
-            http: HttpConfig::default(),
-            tokens: TokensConfig::default(),
-            api: ApiConfig::default(),
-            billing: BillingConfig::default(),
-            webhooks: WebhooksConfig::default(),
-            sessions: SessionsConfig::default(),
-        }
-    }
-}
-
 impl Config {
     /// Defaults, then `path` (or `./tollgate.toml` when it exists), then the environment.
     /// Without an explicit database URL the SQLite file lives next to the config file.
@@ -431,15 +430,16 @@ impl Config {
                         path: p.to_path_buf(),
                         source,
                     })?;
+                let dir = p.parent().unwrap_or(Path::new("."));
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
                 if !text_sets_database_url(&text) {
-                    let dir = p.parent().unwrap_or(Path::new("."));
-                    let dir = if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir
-                    };
                     config.database.url = format!("sqlite://{}", dir.join("tollgate.db").display());
                 }
+                config.data_dir.get_or_insert_with(|| dir.to_path_buf());
                 config
             }
             None => Config::default(),
@@ -463,7 +463,7 @@ impl Config {
             self.database.url = v;
         }
         if let Some(v) = get("TOLLGATE_NODE_ID") {
-            self.node_id = v;
+            self.node_id = Some(v);
         }
         if let Some(v) = get("TOLLGATE_SIP_DOMAIN") {
             self.sip.domain = v;

@@ -19,6 +19,7 @@
 //! - [`shop`]: `tollgate shop`, the reference application server integrators read.
 //! - [`config`]: layered configuration (defaults → `tollgate.toml` → `TOLLGATE_*`).
 //! - [`metrics`]: Prometheus counters shared by the relay core and the HTTP layer.
+//! - [`node`]: the node's stable id and the digest nonce keys shared through the database.
 //! - [`clock`]: the injected wall clock used for everything that is billed.
 //! - [`demo`]: `tollgate demo`, a relay, two shops and their data in one process.
 //! - [`app`]: builds and runs everything from a config; reports bound addresses.
@@ -31,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod metrics;
+pub mod node;
 pub mod notify;
 pub mod relay;
 pub mod shop;

@@ -15,7 +15,7 @@
 //! | `tollgate_sessions_active` | gauge | | [`Metrics::session_started`] / [`Metrics::session_ended`] |
 //! | `tollgate_transactions_in_flight` | gauge | | [`Metrics::transaction_started`] / [`Metrics::transaction_ended`] |
 //! | `tollgate_auth_failures_total` | counter | `protocol` (sip, http) | [`Metrics::sip_auth_failure`]; the API counts its own |
-//! | `tollgate_http_requests_total` | counter | `method`, `route` (the matched route template, e.g. `/v1/sessions/{id}`, or `unmatched`), `status` | the HTTP middleware |
+//! | `tollgate_http_requests_total` | counter | `method` (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE, CONNECT, other), `route` (the matched route template, e.g. `/v1/sessions/{id}`, or `unmatched`), `status` | the HTTP middleware |
 //! | `tollgate_http_request_duration_seconds` | histogram | `method`, `route` | the HTTP middleware |
 //!
 //! The exposition is OpenMetrics text, which Prometheus also reads as its classic text format;
@@ -308,8 +308,14 @@ impl Metrics {
         self.inner.http_auth_failures.inc();
     }
 
-    /// Counts and times one HTTP request.
+    /// Counts and times one HTTP request. The method is one of [`HTTP_METHODS`] or `other`:
+    /// a client picks the method, so it must not pick the label set.
     pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let method = HTTP_METHODS
+            .iter()
+            .find(|m| m.eq_ignore_ascii_case(method))
+            .copied()
+            .unwrap_or("other");
         self.inner
             .http_requests
             .get_or_create(&HttpLabels {
@@ -336,6 +342,11 @@ impl Metrics {
         out
     }
 }
+
+/// The HTTP methods counted by name; anything else is `other`.
+pub const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
 
 /// HTTP middleware: counts and times every request by method, matched route and status.
 pub(super) async fn track_http(
@@ -378,7 +389,14 @@ mod tests {
         m.transaction_ended();
         m.sip_auth_failure();
         m.http_request("GET", "/v1/sessions/{id}", 404, 0.002);
+        m.http_request("RANDOM1", "/healthz", 405, 0.001);
+        m.http_request("random2", "/healthz", 405, 0.001);
         let text = m.render();
+        assert!(
+            text.contains("tollgate_http_requests_total{method=\"other\",route=\"/healthz\",status=\"405\"} 2"),
+            "{text}"
+        );
+        assert!(!text.to_ascii_lowercase().contains("random"));
         for expected in [
             "tollgate_sip_requests_total{method=\"INVITE\"} 1",
             "tollgate_sip_requests_total{method=\"other\"} 1",

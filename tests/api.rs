@@ -1068,7 +1068,13 @@ async fn probes_metrics_and_docs_are_served() {
 
     let health = ok(api.get("/healthz", None).await, StatusCode::OK).await;
     assert_eq!(health["status"], "ok");
-    let ready = ok(api.get("/readyz", None).await, StatusCode::OK).await;
+    let brief = ok(api.get("/readyz", None).await, StatusCode::OK).await;
+    assert_eq!(
+        brief,
+        serde_json::json!({"status": "ready"}),
+        "anonymous: no details"
+    );
+    let ready = ok(api.get("/readyz", Some(OPERATOR_KEY)).await, StatusCode::OK).await;
     assert_eq!(ready["status"], "ready");
     let checks: Vec<_> = ready["checks"]
         .as_array()
@@ -1095,6 +1101,28 @@ async fn probes_metrics_and_docs_are_served() {
         StatusCode::NOT_FOUND,
     )
     .await;
+
+    // Made-up HTTP methods mint no label values: /metrics keeps its size (in series; the
+    // counts and latency sums in it change their digits).
+    let series = || async {
+        let text = api.get("/metrics", None).await.text().await.unwrap();
+        text.lines().filter(|l| !l.starts_with('#')).count()
+    };
+    let custom = |name: String| {
+        let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
+        api.http.request(method, api.url("/healthz")).send()
+    };
+    custom("WARMUP".into()).await.unwrap();
+    series().await;
+    let before = series().await;
+    for i in 0..50 {
+        custom(format!("RANDOM{i}X{}", i * 7919)).await.unwrap();
+    }
+    assert_eq!(
+        series().await,
+        before,
+        "50 random HTTP methods added series to /metrics"
+    );
 
     let resp = api.get("/metrics", None).await;
     assert_eq!(resp.status(), StatusCode::OK);

@@ -28,7 +28,45 @@ on_both_engines!(
     writer_flushes_when_dropped,
     interrupted_sessions_are_closed_honestly,
     bindings_upsert_expire_and_go,
+    nonce_keys_are_shared_and_rotate_with_an_overlap,
 );
+
+/// The nonce keys every node shares: created once, the same for a second node, rotated ahead
+/// of activation, at most three kept.
+async fn nonce_keys_are_shared_and_rotate_with_an_overlap(store: Store, url: String) {
+    const ROTATE: i64 = 10_000;
+    const LEAD: i64 = 1_000;
+    let first = store.nonce_keys(0, ROTATE, LEAD).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].key.len(), 32);
+    let other_node = Store::connect(&url).await.unwrap();
+    assert_eq!(other_node.nonce_keys(5, ROTATE, LEAD).await.unwrap(), first);
+    // Due: the next key is written ahead of its activation, the current one stays.
+    let rotated = store.nonce_keys(ROTATE, ROTATE, LEAD).await.unwrap();
+    assert_eq!(rotated.len(), 2);
+    assert_eq!(rotated[0].active_from, ROTATE + LEAD);
+    assert_eq!(rotated[1], first[0]);
+    // While the next key is pending no other is written, by any node.
+    assert_eq!(
+        other_node
+            .nonce_keys(ROTATE + 1, ROTATE, LEAD)
+            .await
+            .unwrap(),
+        rotated
+    );
+    // Two more rotations: only the three newest are kept.
+    store
+        .nonce_keys(2 * ROTATE + LEAD, ROTATE, LEAD)
+        .await
+        .unwrap();
+    let kept = store
+        .nonce_keys(3 * ROTATE + 2 * LEAD, ROTATE, LEAD)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), tollgate::store::KEPT_KEYS);
+    assert!(!kept.contains(&first[0]), "the oldest key is gone");
+    assert!(kept.windows(2).all(|w| w[0].active_from > w[1].active_from));
+}
 
 async fn migrations_apply_twice(store: Store, url: String) {
     Migrator::up(store.connection(), None)

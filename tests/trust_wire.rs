@@ -9,12 +9,24 @@
 //! - `received`/`rport` reach the application server in the client's Via;
 //! - a TCP client gets its responses and the application server's BYE down its own
 //!   connection, and a CRLF ping gets a pong;
-//! - requests in an early dialog (PRACK, UPDATE) pass.
+//! - requests in an early dialog (PRACK, UPDATE) pass;
+//! - a captured `Proxy-Authorization` buys nothing: replayed (same `nc`), from another
+//!   address, or computed for another service's URI, it gets a fresh challenge and nothing
+//!   reaches the app server; a nonce issued before a restart still works after it;
+//! - a bad-password flood from one address does not stop the same user calling from
+//!   another, and a flood of spoofed or foreign nonces does not throttle the victim.
 
 mod common;
 
-use common::raw::{self, Peer, RawTcp, RawUdp, LIMIT};
-use common::relay::{sessions_after_shutdown, start_relay, Seed, TestRelay};
+use common::raw::{self, Client, Peer, RawTcp, RawUdp, LIMIT};
+use common::relay::{
+    client_for, client_from, sessions_after_shutdown, start_relay, test_config, Seed, TestRelay,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tollgate::app;
+use tollgate::clock::SystemClock;
+use tollgate::config::Protocol;
 use tollgate::store::SessionState;
 
 fn uas_uri(app: &impl Peer) -> String {
@@ -383,4 +395,262 @@ async fn prack_and_an_early_update_pass_over_udp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prack_and_an_early_update_pass_over_tcp() {
     prack_and_update_pass_in_the_early_dialog(RawTcp::listen().await).await;
+}
+
+// ------------------------------------------------------------------------ credentials
+
+const ELSEWHERE: [u8; 4] = [127, 0, 0, 2];
+
+/// A call with good credentials reaches the app server, which turns it down (486).
+async fn genuine_call(client: &Client, to: SocketAddr, app: &RawUdp, authorization: &str) {
+    let req = raw::invite(
+        client,
+        &raw::branch(),
+        &raw::token(),
+        &raw::token(),
+        2,
+        &[format!("Proxy-Authorization: {authorization}")],
+    );
+    client.send_to(&req, to).await;
+    let (inv, relay_addr) = app.recv_within(LIMIT).await;
+    assert_eq!(raw::method(&inv), Some("INVITE"), "{inv}");
+    app.send_to(
+        raw::response(&inv, "486 Busy Here", "shop", &[]),
+        relay_addr,
+    )
+    .await;
+    let answer = raw::next_non_trying(client).await;
+    assert_eq!(raw::status(&answer), Some(486), "{answer}");
+    client.send_to(raw::ack_for(&req, &answer), to).await;
+    // The app server's ACK from the relay.
+    let ack = app.recv_within(LIMIT).await.0;
+    assert_eq!(raw::method(&ack), Some("ACK"), "{ack}");
+}
+
+/// A fresh challenge: a 407 with a nonce other than `old`'s.
+fn assert_fresh_challenge(answer: &str, old: &str) {
+    assert_eq!(raw::status(answer), Some(407), "{answer}");
+    assert_ne!(
+        raw::header(answer, "Proxy-Authenticate"),
+        raw::header(old, "Proxy-Authenticate"),
+        "a new nonce"
+    );
+}
+
+async fn captured_credentials_buy_nothing(protocol: Protocol) {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    let (client, to) = client_for(&relay, protocol).await;
+    let challenge = raw::challenge(&client, to).await;
+    let captured = raw::credentials(&challenge, raw::SERVICE1, "secret", 1);
+    genuine_call(&client, to, &app, &captured).await;
+
+    // The same credentials again, from the same client: the nonce count is used up.
+    let replayed = raw::invite_with_credentials(&client, to, &captured).await;
+    assert_fresh_challenge(&replayed, &challenge);
+
+    // From another address, with a count never used: the nonce is not theirs.
+    let (thief, thief_to) = client_from(&relay, protocol, ELSEWHERE.into()).await;
+    let stolen = captured.replace("nc=00000001", "nc=00000002");
+    let answer = raw::invite_with_credentials(&thief, thief_to, &stolen).await;
+    assert_fresh_challenge(&answer, &challenge);
+
+    // Credentials computed for another service's URI.
+    let challenge = raw::challenge(&client, to).await;
+    let other = raw::credentials(&challenge, "sip:service2@portal.com", "secret", 1);
+    let answer = raw::invite_with_credentials(&client, to, &other).await;
+    assert_fresh_challenge(&answer, &challenge);
+
+    raw::barrier(&client, to).await;
+    raw::barrier(&thief, thief_to).await;
+    assert!(
+        !app.has_pending(),
+        "nothing but the genuine call reached the app server"
+    );
+    relay.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_credentials_buy_nothing_over_udp() {
+    captured_credentials_buy_nothing(Protocol::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_credentials_buy_nothing_over_tcp() {
+    captured_credentials_buy_nothing(Protocol::Tcp).await;
+}
+
+async fn a_password_flood_does_not_stop_the_user_elsewhere(protocol: Protocol) {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    // Wrong passwords for alice from one address until it is blocked.
+    let (attacker, to) = client_from(&relay, protocol, ELSEWHERE.into()).await;
+    let mut blocked = false;
+    for _ in 0..30 {
+        let first = raw::invite(
+            &attacker,
+            &raw::branch(),
+            &raw::token(),
+            &raw::token(),
+            1,
+            &[],
+        );
+        attacker.send_to(&first, to).await;
+        let answer = raw::next_non_trying(&attacker).await;
+        attacker.send_to(raw::ack_for(&first, &answer), to).await;
+        if raw::status(&answer) == Some(503) {
+            blocked = true;
+            break;
+        }
+        let wrong = raw::credentials(&answer, raw::SERVICE1, "guess", 1);
+        let refused = raw::invite_with_credentials(&attacker, to, &wrong).await;
+        assert!(
+            matches!(raw::status(&refused), Some(403 | 503)),
+            "{refused}"
+        );
+    }
+    assert!(blocked, "the flooding address is blocked");
+
+    // alice herself, from her own address, is not slowed.
+    let (client, to) = client_for(&relay, protocol).await;
+    let challenge = raw::challenge(&client, to).await;
+    genuine_call(
+        &client,
+        to,
+        &app,
+        &raw::credentials(&challenge, raw::SERVICE1, "secret", 1),
+    )
+    .await;
+    relay.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_flood_does_not_stop_the_user_elsewhere_over_udp() {
+    a_password_flood_does_not_stop_the_user_elsewhere(Protocol::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_flood_does_not_stop_the_user_elsewhere_over_tcp() {
+    a_password_flood_does_not_stop_the_user_elsewhere(Protocol::Tcp).await;
+}
+
+async fn a_spoofed_nonce_flood_does_not_throttle_the_victim(protocol: Protocol) {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    // Nonces the relay really issued, but to another address.
+    let (elsewhere, elsewhere_to) = client_from(&relay, protocol, ELSEWHERE.into()).await;
+    let foreign = raw::challenge(&elsewhere, elsewhere_to).await;
+    // Wrong credentials sent "from" the victim's address (a forger would spoof it): made-up
+    // nonces and the foreign one. Each is only challenged again, never counted.
+    let (forger, to) = client_for(&relay, protocol).await;
+    let made_up = foreign.replacen("nonce=\"", "nonce=\"x", 1);
+    for round in 0..30 {
+        let source = if round % 2 == 0 { &foreign } else { &made_up };
+        let wrong = raw::credentials(source, raw::SERVICE1, "guess", 1);
+        let answer = raw::invite_with_credentials(&forger, to, &wrong).await;
+        assert_eq!(raw::status(&answer), Some(407), "round {round}: {answer}");
+    }
+    // The victim calls from that address.
+    let (victim, to) = client_for(&relay, protocol).await;
+    let challenge = raw::challenge(&victim, to).await;
+    genuine_call(
+        &victim,
+        to,
+        &app,
+        &raw::credentials(&challenge, raw::SERVICE1, "secret", 1),
+    )
+    .await;
+    relay.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_nonce_flood_does_not_throttle_the_victim_over_udp() {
+    a_spoofed_nonce_flood_does_not_throttle_the_victim(Protocol::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_nonce_flood_does_not_throttle_the_victim_over_tcp() {
+    a_spoofed_nonce_flood_does_not_throttle_the_victim(Protocol::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_issued_before_a_restart_is_accepted_after_it() {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    let client = RawUdp::bind().await;
+    let challenge = raw::challenge(&client, relay.udp()).await;
+    let TestRelay { relay, store, dir } = relay;
+    relay.shutdown().await;
+
+    let config = test_config(&dir);
+    let relay = TestRelay {
+        relay: app::start(&config, Arc::new(SystemClock))
+            .await
+            .expect("restarts"),
+        store,
+        dir,
+    };
+    let to = relay.udp();
+    let client = Client::Udp(client);
+    genuine_call(
+        &client,
+        to,
+        &app,
+        &raw::credentials(&challenge, raw::SERVICE1, "secret", 1),
+    )
+    .await;
+    relay.relay.shutdown().await;
+}
+
+// ------------------------------------------------------------------------ validation first
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_gets_400_naming_the_problem_never_a_challenge() {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    let client = RawUdp::bind().await;
+    let good = raw::invite(&client, &raw::branch(), &raw::token(), "v1", 1, &[]);
+    for (broken, expected) in [
+        (
+            good.replace("Call-ID: v1\r\n", ""),
+            "SIP/2.0 400 Missing Call-ID\r\n",
+        ),
+        (
+            good.replace("CSeq: 1 INVITE", "CSeq: 1 BYE"),
+            "SIP/2.0 400 CSeq method does not match the request\r\n",
+        ),
+        (
+            good.replace("CSeq: 1 INVITE\r\n", ""),
+            "SIP/2.0 400 Missing CSeq\r\n",
+        ),
+        (
+            good.replacen(" SIP/2.0\r\n", " SIP/3.0\r\n", 1),
+            "SIP/2.0 505 Version Not Supported\r\n",
+        ),
+    ] {
+        client.send_to(&broken, relay.udp()).await;
+        let answer = raw::next_non_trying(&client).await;
+        assert!(
+            answer.starts_with(expected),
+            "{expected:?} expected, got {answer}"
+        );
+    }
+    raw::barrier(&client, relay.udp()).await;
+    assert!(!app.has_pending());
+    relay.relay.shutdown().await;
 }

@@ -14,6 +14,7 @@ mod m20261126_000003_api_keys;
 mod m20261201_000004_billing;
 mod m20261201_000010_service_fork_mode;
 mod m20261201_000011_session_changes;
+mod m20261202_000020_nonce_keys;
 mod m20261202_000030_dialogs_and_heartbeats;
 
 /// Runs Tollgate's migrations in order; see [`MigratorTrait::up`].
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_billing::Migration),
             Box::new(m20261201_000010_service_fork_mode::Migration),
             Box::new(m20261201_000011_session_changes::Migration),
+            Box::new(m20261202_000020_nonce_keys::Migration),
             Box::new(m20261202_000030_dialogs_and_heartbeats::Migration),
         ]
     }

@@ -15,7 +15,7 @@
 //! the [`Principal`] to the handler through the request's extensions. Anonymous requests are
 //! limited by IP before the 401, so guessing keys costs the same budget as using one.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{header, request::Parts, HeaderMap};
@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::rate_limit::Client;
 use super::ApiState;
 use crate::store::{AppServerRecord, API_KEY_PREFIX};
 
@@ -99,19 +100,25 @@ pub(super) fn key_digest(key: &str) -> [u8; 32] {
 
 /// The key of an `Authorization: Bearer KEY` header. The scheme is case-insensitive
 /// (RFC 9110 §11.1); anything else is no key at all.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = value.trim().split_once(' ')?;
     let key = key.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
+/// Whether `key` is the operator key (compared in constant time).
+pub(super) fn is_operator_key(state: &ApiState, key: &str) -> bool {
+    state
+        .inner
+        .operator_key_digest
+        .is_some_and(|d| bool::from(key_digest(key).ct_eq(&d)))
+}
+
 /// Resolves a presented key; `Ok(None)` for an unknown one.
 async fn resolve(state: &ApiState, key: &str) -> Result<Option<Principal>, ApiError> {
-    if let Some(operator) = state.inner.operator_key_digest {
-        if bool::from(key_digest(key).ct_eq(&operator)) {
-            return Ok(Some(Principal::Operator));
-        }
+    if is_operator_key(state, key) {
+        return Ok(Some(Principal::Operator));
     }
     if key.starts_with(API_KEY_PREFIX) {
         return Ok(state
@@ -125,31 +132,43 @@ async fn resolve(state: &ApiState, key: &str) -> Result<Option<Principal>, ApiEr
 }
 
 /// The `/v1` middleware: authenticate, rate-limit, then run the handler.
+///
+/// An anonymous source's budget is looked at before a presented key is looked up, so a
+/// source that spent its budget on unknown keys costs no database query; an unknown key is
+/// charged to the source, a valid one to its own principal's budget (apart from anonymous
+/// sources, see [`super::rate_limit`]).
 pub(super) async fn authenticate(
     State(state): State<ApiState>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let limiter = &state.inner.limiter;
     let presented = bearer(req.headers()).map(str::to_owned);
     let principal = match &presented {
-        Some(key) => match resolve(&state, key).await {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        },
+        Some(key) => {
+            if !is_operator_key(&state, key) {
+                if let Err(retry_after_secs) = limiter.peek_anonymous(source, state.now_ms()) {
+                    return ApiError::RateLimited { retry_after_secs }.into_response();
+                }
+            }
+            match resolve(&state, key).await {
+                Ok(p) => p,
+                Err(e) => return e.into_response(),
+            }
+        }
         None => None,
     };
-    let bucket = match &principal {
-        Some(p) => p.bucket(),
-        None => {
-            let ip = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_string())
-                .unwrap_or_else(|| "unknown".to_owned());
-            format!("ip:{ip}")
-        }
+    let bucket = principal.as_ref().map(Principal::bucket);
+    let client = match &bucket {
+        Some(name) => Client::Key(name),
+        None => Client::Anonymous(source),
     };
-    if let Err(retry_after_secs) = state.inner.limiter.check(&bucket, state.now_ms()) {
+    if let Err(retry_after_secs) = limiter.check(client, state.now_ms()) {
         return ApiError::RateLimited { retry_after_secs }.into_response();
     }
     match principal {

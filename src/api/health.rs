@@ -1,7 +1,9 @@
 //! Probes and metrics: `/healthz` (the process answers), `/readyz` (the database answers a
 //! `SELECT 1` within [`DB_PROBE_TIMEOUT`], the SIP transports are bound and served, and the
-//! node takes new calls: not draining, its session store keeping up), and
-//! `/metrics`. None of them needs a key; none is rate-limited.
+//! node takes new calls: not draining, its session store keeping up), and `/metrics`. None
+//! of them needs a key; none is rate-limited. `/readyz` tells an anonymous caller only ready
+//! or not ready; the checks and why one failed (a database error's text, say) go only to a
+//! caller presenting the operator key.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -73,13 +75,14 @@ pub struct Health {
     pub status: String,
 }
 
-/// `/readyz`: whether this node should receive traffic, and why not.
+/// `/readyz`: whether this node should receive traffic, and (to the operator) why not.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"status": "not_ready", "checks": [{"name": "database", "ok": true}, {"name": "sip", "ok": false, "detail": "the SIP listeners are not bound"}]}))]
 pub struct Readyz {
     /// `ready` or `not_ready`.
     pub status: String,
-    /// Each dependency checked.
+    /// Each dependency checked; only for a caller presenting the operator key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<ReadyCheck>,
 }
 
@@ -122,15 +125,16 @@ pub async fn healthz() -> Json<Health> {
     summary = "Readiness: database reachable and SIP transports bound",
     description = "200 when the database answers a trivial query within 2 seconds, the SIP \
                    transports are bound and served, and the node takes new calls (it is not \
-                   draining for a stop and its session store keeps up); 503 otherwise, naming \
-                   the failed check. Needs no key.",
+                   draining for a stop and its session store keeps up); 503 otherwise. Needs \
+                   no key; with the operator key the answer also lists the checks and why one \
+                   failed.",
     security(()),
     responses(
         (status = 200, description = "Ready for traffic", body = Readyz),
-        (status = 503, description = "Not ready; `checks` says which dependency failed", body = Readyz)
+        (status = 503, description = "Not ready; to the operator, `checks` says which dependency failed", body = Readyz)
     )
 )]
-pub async fn readyz(State(state): State<ApiState>) -> Response {
+pub async fn readyz(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let database = match tokio::time::timeout(DB_PROBE_TIMEOUT, state.inner.store.ping()).await {
         Ok(Ok(())) => ReadyCheck {
             name: "database".into(),
@@ -170,9 +174,15 @@ pub async fn readyz(State(state): State<ApiState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let operator =
+        super::auth::bearer(&headers).is_some_and(|k| super::auth::is_operator_key(&state, k));
     let body = Readyz {
         status: if ready { "ready" } else { "not_ready" }.into(),
-        checks: vec![database, sip, calls],
+        checks: if operator {
+            vec![database, sip, calls]
+        } else {
+            Vec::new()
+        },
     };
     (status, Json(body)).into_response()
 }
@@ -230,7 +240,7 @@ mod tests {
             readiness: readiness.clone(),
             tokens: None,
             settings: ApiSettings {
-                operator_key: None,
+                operator_key: Some(crate::config::Secret::new("operator-key-0123456789")),
                 default_realm: "portal.com".into(),
                 default_domain: "portal.com".into(),
                 rate_limit: RateLimit {
@@ -241,15 +251,33 @@ mod tests {
                 secret_grace_ms: 0,
             },
         });
-        let down = readyz(State(state.clone())).await;
+        let mut operator = HeaderMap::new();
+        operator.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer operator-key-0123456789"),
+        );
+        let report = |resp: Response| async move {
+            let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+            serde_json::from_slice::<Readyz>(&body).unwrap()
+        };
+        let down = readyz(State(state.clone()), operator.clone()).await;
         assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = axum::body::to_bytes(down.into_body(), 4096).await.unwrap();
-        let report: Readyz = serde_json::from_slice(&body).unwrap();
-        assert_eq!(report.status, "not_ready");
-        assert!(report.checks.iter().any(|c| c.name == "sip" && !c.ok));
-        assert!(report.checks.iter().any(|c| c.name == "database" && c.ok));
+        let full = report(down).await;
+        assert_eq!(full.status, "not_ready");
+        assert!(full.checks.iter().any(|c| c.name == "sip" && !c.ok));
+        assert!(full.checks.iter().any(|c| c.name == "database" && c.ok));
+
+        // Anonymous callers learn ready or not, nothing more.
+        let anonymous = readyz(State(state.clone()), HeaderMap::new()).await;
+        assert_eq!(anonymous.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let brief = report(anonymous).await;
+        assert_eq!(brief.status, "not_ready");
+        assert!(brief.checks.is_empty());
 
         readiness.set_sip_ready(true);
-        assert_eq!(readyz(State(state)).await.status(), StatusCode::OK);
+        assert_eq!(
+            readyz(State(state), HeaderMap::new()).await.status(),
+            StatusCode::OK
+        );
     }
 }

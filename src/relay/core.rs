@@ -7,8 +7,9 @@
 //! A request goes through RFC 3261 §16 in this order ([`Core::on_request`],
 //! [`Core::route_request`]):
 //!
-//! 1. §16.3 step 1 and §8.2.2: reasonable syntax — a request that fails is answered 400
-//!    (505 for another SIP version) naming the problem, before anything else.
+//! 1. §16.3 step 1 and §8.2.2: reasonable syntax ([`crate::sip::validate`]) — a request that
+//!    fails is answered 400 (505 for another SIP version) with a reason phrase naming the
+//!    problem, before anything else, so it is never challenged.
 //! 2. §18.2.1, RFC 3581: `received`/`rport` written into the client's Via.
 //! 3. The transaction layer: a retransmission is answered from the transaction, the ACK of a
 //!    non-2xx is absorbed, a CANCEL is answered and cancels the pending branches.
@@ -34,6 +35,7 @@ use crate::relay::session_life::{Draining, LifeSettings};
 use crate::relay::transaction::{Delivery, Engine, Expiry, Incoming, ServerKey};
 use crate::sip::message::{self as msg, MessageError};
 use crate::sip::transport::{Flow, Inbound, Transports};
+use crate::sip::validate::validate_request;
 use crate::store::{EndReason, Resumed, SessionWriter, Store};
 use crate::tokens::TokenIssuer;
 use rsipstack::sip::{Header, Method, Request, Response, SipMessage};
@@ -230,8 +232,10 @@ impl Core {
         if msg::top_via(&req.headers).is_none() {
             return; // cannot be answered: no Via to send a response to
         }
-        if let Some((status, why)) = request_problem(&req) {
-            return self.engine.reply_stateless(&req, flow, status, why);
+        if let Err(rejection) = validate_request(&req) {
+            return self
+                .engine
+                .reply_stateless(&req, flow, rejection.status, rejection.reason);
         }
         stamp_top_via(&mut req, flow);
         match self.engine.on_request(req, flow) {
@@ -256,14 +260,9 @@ impl Core {
             let allow = Header::Allow(rsipstack::sip::Allow::new(ALLOW));
             return self.engine.respond_status(&key, 200, None, vec![allow]);
         }
-        match msg::max_forwards(&req.headers) {
-            Some(Ok(0)) => return self.engine.respond_status(&key, 483, None, Vec::new()),
-            Some(Err(())) => {
-                return self
-                    .engine
-                    .respond_status(&key, 400, Some("Bad Max-Forwards"), Vec::new())
-            }
-            _ => {}
+        // A malformed Max-Forwards was refused by validation.
+        if msg::max_forwards(&req.headers) == Some(Ok(0)) {
+            return self.engine.respond_status(&key, 483, None, Vec::new());
         }
         if !in_dialog && self.local.is_loop(req) {
             return self.engine.respond_status(&key, 482, None, Vec::new());
@@ -350,14 +349,15 @@ impl Core {
         let now = self.now();
         let snapshot = self.parts.directory.snapshot();
         let req = self.engine.request(key)?;
+        let source = flow.remote.ip();
         match self
             .parts
             .auth
-            .check(req, kind, &snapshot, flow.remote.ip(), now)
+            .check(req, kind, &snapshot, &self.local, source, now)
         {
             AuthOutcome::Authenticated(user) => Some(user),
             AuthOutcome::Challenge { stale } => {
-                let headers = self.parts.auth.challenge(kind, stale, now);
+                let headers = self.parts.auth.challenge(kind, stale, source, now);
                 self.engine
                     .respond_status(key, kind.status(), None, headers);
                 None
@@ -453,27 +453,6 @@ impl Core {
             CoreTimer::MaxDuration { dialog } => self.on_max_duration(&dialog),
             CoreTimer::Checkpoint => self.checkpoint(),
         }
-    }
-}
-
-/// RFC 3261 §16.3 step 1 / §8.2.2: what makes a request unfit to be handled, as a status and
-/// a reason naming the problem.
-fn request_problem(req: &Request) -> Option<(u16, &'static str)> {
-    if msg::call_id(&req.headers).is_none() {
-        return Some((400, "Missing Call-ID"));
-    }
-    if msg::from_value(&req.headers).is_none() {
-        return Some((400, "Missing From"));
-    }
-    if msg::to_value(&req.headers).is_none() {
-        return Some((400, "Missing To"));
-    }
-    match msg::cseq(&req.headers) {
-        None => Some((400, "Missing or malformed CSeq")),
-        Some((_, m)) if m.parse::<Method>().ok() != Some(req.method) => {
-            Some((400, "CSeq method does not match the request"))
-        }
-        _ => None,
     }
 }
 

@@ -1,15 +1,18 @@
-//! Authentication failure throttling, per source address.
+//! Authentication failure throttling, per source address ([`SourceThrottle`]) and per user
+//! name ([`UserThrottle`]).
 //!
 //! An ordinary digest flow has one challenge that is not a failure: the first request
 //! carries no credentials and gets a 401/407. Only a request whose credentials are *wrong*
 //! (bad response, unknown user) counts, via [`AuthThrottle::record_failure`]. After
-//! `max_failures` failures inside `window_ms` the source is blocked for `block_ms`; while
+//! `max_failures` failures inside `window_ms` the key is blocked for `block_ms`; while
 //! blocked the relay answers 503 with the `Retry-After` that [`AuthThrottle::is_blocked`]
-//! returns, without checking credentials at all.
+//! returns, without checking credentials at all. (Which failures count is the
+//! authenticator's decision: only those carrying a nonce issued to that very source.)
 //!
-//! Keys: an IPv4 address, or the /64 prefix of an IPv6 address (one host usually owns a
-//! whole /64, so counting single IPv6 addresses would be useless). IPv4-mapped IPv6
-//! addresses count as their IPv4 address.
+//! Source keys: an IPv4 address, or the /64 prefix of an IPv6 address (one host usually owns
+//! a whole /64, so counting single IPv6 addresses would be useless). IPv4-mapped IPv6
+//! addresses count as their IPv4 address. User keys: a keyed 64-bit hash of the user name,
+//! so a long name costs no more memory than a short one.
 //!
 //! Memory is bounded: entries that are neither blocked nor inside a live window are swept at
 //! most once per `window_ms` (and at least once a minute), and the table never holds more
@@ -22,6 +25,7 @@
 //! active block.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
 
 /// The default cap on tracked sources.
@@ -30,21 +34,35 @@ pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
 /// Share of the table evicted at once when it is full, so the eviction scan is amortised.
 const EVICT_FRACTION: usize = 10;
 
+/// What a [`SourceThrottle`] counts by: an IPv4 address or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Key {
+pub enum SourceKey {
     V4(u32),
     V6Prefix(u64),
 }
 
-fn key_of(ip: IpAddr) -> Key {
-    match ip {
-        IpAddr::V4(v4) => Key::V4(u32::from(v4)),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => Key::V4(u32::from(v4)),
-            None => Key::V6Prefix(prefix64(&v6)),
-        },
+impl From<IpAddr> for SourceKey {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => SourceKey::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => SourceKey::V4(u32::from(v4)),
+                None => SourceKey::V6Prefix(prefix64(&v6)),
+            },
+        }
     }
 }
+
+/// What a [`UserThrottle`] counts by: a keyed hash of the user name (see
+/// [`UserThrottle::user_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserKey(u64);
+
+/// Failures per source address.
+pub type SourceThrottle = AuthThrottle<SourceKey>;
+
+/// Failures per user name.
+pub type UserThrottle = AuthThrottle<UserKey>;
 
 fn prefix64(v6: &Ipv6Addr) -> u64 {
     (u128::from(*v6) >> 64) as u64
@@ -64,18 +82,26 @@ impl Entry {
     }
 }
 
-/// Counts digest failures per source and blocks noisy sources for a while.
+/// Counts digest failures per key and blocks noisy keys for a while.
 #[derive(Debug)]
-pub struct AuthThrottle {
+pub struct AuthThrottle<K> {
     max_failures: u32,
     window_ms: i64,
     block_ms: i64,
     max_entries: usize,
-    entries: HashMap<Key, Entry>,
+    entries: HashMap<K, Entry>,
     last_sweep_ms: i64,
 }
 
-impl AuthThrottle {
+impl UserThrottle {
+    /// The key of `user` under `hasher` (one random hasher per authenticator, so nobody can
+    /// aim collisions at a user).
+    pub fn user_key(hasher: &RandomState, user: &str) -> UserKey {
+        UserKey(hasher.hash_one(user))
+    }
+}
+
+impl<K: Copy + Eq + Hash + Ord> AuthThrottle<K> {
     /// Blocks a source for `block_ms` after `max_failures` failures within `window_ms`.
     pub fn new(max_failures: u32, window_ms: i64, block_ms: i64) -> Self {
         Self::with_max_entries(max_failures, window_ms, block_ms, DEFAULT_MAX_ENTRIES)
@@ -99,8 +125,8 @@ impl AuthThrottle {
     }
 
     /// `Some(retry_after_seconds)` (at least 1) while `ip` is blocked.
-    pub fn is_blocked(&mut self, ip: IpAddr, now_ms: i64) -> Option<u64> {
-        let entry = self.entries.get(&key_of(ip))?;
+    pub fn is_blocked(&self, key: impl Into<K>, now_ms: i64) -> Option<u64> {
+        let entry = self.entries.get(&key.into())?;
         if entry.blocked(now_ms) {
             let left_ms = entry.blocked_until_ms - now_ms;
             Some(((left_ms + 999) / 1000).max(1) as u64)
@@ -109,10 +135,10 @@ impl AuthThrottle {
         }
     }
 
-    /// Counts one wrong credential from `ip` (not a missing one).
-    pub fn record_failure(&mut self, ip: IpAddr, now_ms: i64) {
+    /// Counts one wrong credential for `key` (not a missing one).
+    pub fn record_failure(&mut self, key: impl Into<K>, now_ms: i64) {
         self.maybe_sweep(now_ms);
-        let key = key_of(ip);
+        let key = key.into();
         if !self.entries.contains_key(&key) && !self.make_room(now_ms) {
             return;
         }
@@ -139,9 +165,9 @@ impl AuthThrottle {
         }
     }
 
-    /// Forgives earlier failures of `ip`; an active block stays.
-    pub fn record_success(&mut self, ip: IpAddr) {
-        let key = key_of(ip);
+    /// Forgives earlier failures of `key`; an active block stays.
+    pub fn record_success(&mut self, key: impl Into<K>) {
+        let key = key.into();
         if let Some(entry) = self.entries.get_mut(&key) {
             if entry.blocked_until_ms == i64::MIN {
                 self.entries.remove(&key);
@@ -186,7 +212,7 @@ impl AuthThrottle {
             return true;
         }
         // Evict the least suspicious unblocked entries, a slice of the table at once.
-        let mut candidates: Vec<(u32, i64, Key)> = self
+        let mut candidates: Vec<(u32, i64, K)> = self
             .entries
             .iter()
             .filter(|(_, e)| !e.blocked(now_ms))
@@ -218,7 +244,7 @@ mod tests {
     #[test]
     fn blocks_after_max_failures_in_window_then_releases() {
         let ip = v4(0x0a00_0001);
-        let mut t = AuthThrottle::new(3, 60_000, 300_000);
+        let mut t = SourceThrottle::new(3, 60_000, 300_000);
         t.record_failure(ip, 0);
         t.record_failure(ip, 1_000);
         assert_eq!(t.is_blocked(ip, 1_000), None);
@@ -237,7 +263,7 @@ mod tests {
     #[test]
     fn failures_outside_the_window_do_not_add_up() {
         let ip = v4(1);
-        let mut t = AuthThrottle::new(3, 10_000, 60_000);
+        let mut t = SourceThrottle::new(3, 10_000, 60_000);
         for i in 0..10 {
             t.record_failure(ip, i * 6_000);
             assert_eq!(t.is_blocked(ip, i * 6_000), None, "round {i}");
@@ -247,7 +273,7 @@ mod tests {
     #[test]
     fn success_forgives_failures_but_not_a_block() {
         let ip = v4(7);
-        let mut t = AuthThrottle::new(2, 60_000, 60_000);
+        let mut t = SourceThrottle::new(2, 60_000, 60_000);
         t.record_failure(ip, 0);
         t.record_success(ip);
         t.record_failure(ip, 1);
@@ -264,7 +290,7 @@ mod tests {
 
     #[test]
     fn ipv6_counts_per_64_prefix_and_mapped_v4_as_v4() {
-        let mut t = AuthThrottle::new(2, 60_000, 60_000);
+        let mut t = SourceThrottle::new(2, 60_000, 60_000);
         let a: Ipv6Addr = "2001:db8:1:2::1".parse().unwrap();
         let b: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let other: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
@@ -276,14 +302,18 @@ mod tests {
 
         let mapped: Ipv6Addr = "::ffff:192.0.2.1".parse().unwrap();
         t.record_failure(IpAddr::V6(mapped), 0);
-        t.record_failure("192.0.2.1".parse().unwrap(), 0);
-        assert!(t.is_blocked("192.0.2.1".parse().unwrap(), 0).is_some());
-        assert!(t.is_blocked("192.0.2.2".parse().unwrap(), 0).is_none());
+        t.record_failure("192.0.2.1".parse::<IpAddr>().unwrap(), 0);
+        assert!(t
+            .is_blocked("192.0.2.1".parse::<IpAddr>().unwrap(), 0)
+            .is_some());
+        assert!(t
+            .is_blocked("192.0.2.2".parse::<IpAddr>().unwrap(), 0)
+            .is_none());
     }
 
     #[test]
     fn stale_entries_are_swept() {
-        let mut t = AuthThrottle::new(5, 1_000, 1_000);
+        let mut t = SourceThrottle::new(5, 1_000, 1_000);
         for i in 0..1_000 {
             t.record_failure(v4(i), 0);
         }
@@ -296,7 +326,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_and_blocked_sources_survive_a_flood() {
-        let mut t = AuthThrottle::with_max_entries(2, 600_000, 600_000, 100);
+        let mut t = SourceThrottle::with_max_entries(2, 600_000, 600_000, 100);
         let attacker = v4(0xdead_beef);
         t.record_failure(attacker, 0);
         t.record_failure(attacker, 0);
@@ -308,7 +338,7 @@ mod tests {
         assert!(t.is_blocked(attacker, 20_000).is_some());
 
         // A table full of blocked sources refuses to track more rather than growing.
-        let mut t = AuthThrottle::with_max_entries(1, 600_000, 600_000, 10);
+        let mut t = SourceThrottle::with_max_entries(1, 600_000, 600_000, 10);
         for i in 0..10 {
             t.record_failure(v4(i), 0);
         }
@@ -319,8 +349,22 @@ mod tests {
     }
 
     #[test]
+    fn users_count_apart_by_name() {
+        let hasher = RandomState::new();
+        let alice = UserThrottle::user_key(&hasher, "alice");
+        let bob = UserThrottle::user_key(&hasher, "bob");
+        let mut t = UserThrottle::new(2, 60_000, 60_000);
+        t.record_failure(alice, 0);
+        t.record_failure(alice, 1);
+        assert!(t.is_blocked(alice, 1).is_some());
+        assert!(t.is_blocked(bob, 1).is_none());
+        assert_eq!(alice, UserThrottle::user_key(&hasher, "alice"));
+    }
+
+    #[test]
     fn is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<AuthThrottle>();
+        assert_send_sync::<SourceThrottle>();
+        assert_send_sync::<UserThrottle>();
     }
 }

@@ -41,6 +41,29 @@ pub fn response_to(req: &Request, status: u16, to_tag: Option<&str>) -> Response
     }
 }
 
+/// `wire` (a serialized response) with its reason phrase replaced by `reason`, which names
+/// the problem (rsipstack always writes the standard phrase). Control characters in `reason`
+/// are dropped so it cannot break the start line.
+pub fn with_reason_phrase(wire: &[u8], reason: &str) -> Bytes {
+    let Some(eol) = wire.windows(2).position(|w| w == b"\r\n") else {
+        return Bytes::copy_from_slice(wire);
+    };
+    let start = &wire[..eol];
+    // `SIP/2.0 400 Bad Request`: keep the version and the code.
+    let mut parts = start.splitn(3, |b| *b == b' ');
+    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+        return Bytes::copy_from_slice(wire);
+    };
+    let mut out = Vec::with_capacity(wire.len() + reason.len());
+    out.extend_from_slice(version);
+    out.push(b' ');
+    out.extend_from_slice(code);
+    out.push(b' ');
+    out.extend(reason.bytes().filter(|b| !b.is_ascii_control()));
+    out.extend_from_slice(&wire[eol..]);
+    Bytes::from(out)
+}
+
 /// A `Warning: 399` header (RFC 3261 §20.43) explaining a response the relay generated.
 pub fn warning(text: &str) -> Header {
     Header::Warning(rsipstack::sip::Warning::new(format!(
@@ -185,6 +208,20 @@ Content-Length: 4\r\n\r\nwine";
 
     fn text(b: &[u8]) -> String {
         String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn reason_phrase_is_replaced_and_sanitised() {
+        let wire = b"SIP/2.0 400 Bad Request\r\nCSeq: 1 INVITE\r\n\r\n";
+        assert_eq!(
+            text(&with_reason_phrase(wire, "Missing Call-ID")),
+            "SIP/2.0 400 Missing Call-ID\r\nCSeq: 1 INVITE\r\n\r\n"
+        );
+        assert_eq!(
+            text(&with_reason_phrase(wire, "a\r\nX: y")),
+            "SIP/2.0 400 aX: y\r\nCSeq: 1 INVITE\r\n\r\n"
+        );
+        assert_eq!(&with_reason_phrase(b"junk", "x")[..], b"junk");
     }
 
     fn request(text: &str) -> Request {

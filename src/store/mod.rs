@@ -34,6 +34,7 @@ mod error;
 mod idempotency;
 mod keys;
 mod ledger;
+mod nonce_keys;
 mod session_changes;
 mod session_writer;
 mod sessions;
@@ -65,6 +66,7 @@ pub use ledger::{
     AdjustmentOutcome, ChargeOutcome, ChargeRequest, LedgerQuery, LedgerRecord, NewAdjustment,
     KIND_ADJUSTMENT, KIND_ITEM, KIND_TIME,
 };
+pub use nonce_keys::{NonceKeyRecord, KEPT_KEYS};
 pub use session_changes::{SessionChange, MAX_CHANGE_BODY};
 pub use session_writer::{SessionEvent, SessionWriter, WriterTrouble};
 pub use sessions::{
@@ -141,6 +143,13 @@ impl Store {
                     o.journal_mode(SqliteJournalMode::Wal)
                 }
             };
+            // The file is made here (mode 0600) when the URL lets it be created.
+            let creates = !says_mode || url.contains("mode=rwc");
+            if let Some(path) = sqlite_file(url).filter(|_| creates) {
+                create_private(&path).map_err(|e| {
+                    StoreError::internal(format!("cannot create {}: {e}", path.display()))
+                })?;
+            }
             if !in_memory {
                 // Switching a new database file to WAL takes an exclusive lock that
                 // busy_timeout does not wait for, so do it once, on one connection, before the
@@ -230,6 +239,29 @@ impl Store {
     }
 }
 
+/// The file of a SQLite URL (`sqlite://dir/t.db?…` → `dir/t.db`); `None` for another engine
+/// or an in-memory database.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let path = rest.trim_start_matches("//").split('?').next()?;
+    (!path.is_empty() && !is_sqlite_memory_url(url)).then(|| std::path::PathBuf::from(path))
+}
+
+/// Creates the database file readable and writable by its owner only (mode 0600) when it does
+/// not exist yet; SQLite gives its `-wal` and `-shm` files the same mode. An existing file is
+/// left as the operator set it.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `sqlite::memory:`, `sqlite://:memory:` or any SQLite URL with `mode=memory`.
 fn is_sqlite_memory_url(url: &str) -> bool {
     let path = url
@@ -267,4 +299,41 @@ fn now_ms() -> i64 {
 /// A fresh random id for a new row.
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_files_are_read_from_urls() {
+        use std::path::PathBuf;
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/t.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/t.db"))
+        );
+        assert_eq!(sqlite_file("sqlite://t.db"), Some(PathBuf::from("t.db")));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://db/t"), None);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_and_its_wal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        let store = Store::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        store.nonce_keys(0, 1_000, 0).await.unwrap();
+        for name in ["t.db", "t.db-wal", "t.db-shm"] {
+            let path = dir.path().join(name);
+            let mode = std::fs::metadata(&path)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+    }
 }

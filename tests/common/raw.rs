@@ -33,9 +33,12 @@ impl RawUdp {
 
     /// Binds `port` on 127.0.0.1 (0 for any).
     pub async fn bind_port(port: u16) -> RawUdp {
-        let socket = UdpSocket::bind(("127.0.0.1", port))
-            .await
-            .expect("bind UDP");
+        Self::bind_on(SocketAddr::from(([127, 0, 0, 1], port))).await
+    }
+
+    /// Binds `addr` (another loopback address such as 127.0.0.2, say).
+    pub async fn bind_on(addr: SocketAddr) -> RawUdp {
+        let socket = UdpSocket::bind(addr).await.expect("bind UDP");
         let addr = socket.local_addr().expect("local address");
         RawUdp { socket, addr }
     }
@@ -124,7 +127,14 @@ pub struct RawTcp {
 
 impl RawTcp {
     pub async fn connect(relay: SocketAddr) -> RawTcp {
-        let stream = TcpStream::connect(relay).await.expect("connect");
+        Self::connect_from(std::net::IpAddr::from([127, 0, 0, 1]), relay).await
+    }
+
+    /// Connects from a port of `ip` (another loopback address such as 127.0.0.2, say).
+    pub async fn connect_from(ip: std::net::IpAddr, relay: SocketAddr) -> RawTcp {
+        let socket = tokio::net::TcpSocket::new_v4().expect("TCP socket");
+        socket.bind(SocketAddr::new(ip, 0)).expect("bind TCP");
+        let stream = socket.connect(relay).await.expect("connect");
         let local = stream.local_addr().unwrap();
         RawTcp {
             listener: None,
@@ -460,6 +470,50 @@ pub fn ack_for(invite: &str, resp: &str) -> String {
 /// Bounds waits in paused-time tests, where it only fails a test that would otherwise hang.
 pub const LIMIT: Duration = Duration::from_secs(600);
 
+/// The Request-URI of service1, and what the digest `uri=` of its INVITEs says.
+pub const SERVICE1: &str = "sip:service1@portal.com";
+
+/// alice's `Proxy-Authorization` value answering the 407 `challenge` for an INVITE with
+/// digest `uri`, `password` and nonce count `nc`.
+pub fn credentials(challenge: &str, uri: &str, password: &str, nc: u32) -> String {
+    let ch = digest::choose_challenge(headers(challenge, "Proxy-Authenticate"))
+        .expect("a digest challenge");
+    digest::answer(&ch, "INVITE", uri, "alice", password, nc, &token())
+}
+
+/// Sends an unauthenticated INVITE and returns the 407 it gets (after ACKing it).
+pub async fn challenge(client: &impl Peer, relay: SocketAddr) -> String {
+    let first = invite(client, &branch(), &token(), &token(), 1, &[]);
+    client.send_to(&first, relay).await;
+    let challenge = next_non_trying(client).await;
+    assert_eq!(status(&challenge), Some(407), "{challenge}");
+    client.send_to(ack_for(&first, &challenge), relay).await;
+    challenge
+}
+
+/// Sends an INVITE carrying `authorization` as its Proxy-Authorization and returns the first
+/// answer that is not 100 Trying (ACKing it when it is final and not a 2xx).
+pub async fn invite_with_credentials(
+    client: &impl Peer,
+    relay: SocketAddr,
+    authorization: &str,
+) -> String {
+    let req = invite(
+        client,
+        &branch(),
+        &token(),
+        &token(),
+        2,
+        &[format!("Proxy-Authorization: {authorization}")],
+    );
+    client.send_to(&req, relay).await;
+    let answer = next_non_trying(client).await;
+    if status(&answer).is_some_and(|s| s >= 300) {
+        client.send_to(ack_for(&req, &answer), relay).await;
+    }
+    answer
+}
+
 /// Sends an INVITE, answers the 407 and sends the authenticated INVITE; returns it.
 pub async fn authenticated_invite(client: &impl Peer, relay: SocketAddr) -> String {
     authenticated_invite_with(client, relay, &token(), &token(), &[]).await
@@ -482,17 +536,7 @@ pub async fn authenticated_invite_with(
         }
     };
     client.send_to(ack_for(&first, &challenge), relay).await;
-    let ch = digest::choose_challenge(headers(&challenge, "Proxy-Authenticate"))
-        .expect("a digest challenge");
-    let credentials = digest::answer(
-        &ch,
-        "INVITE",
-        "sip:service1@portal.com",
-        "alice",
-        "secret",
-        1,
-        &token(),
-    );
+    let credentials = credentials(&challenge, SERVICE1, "secret", 1);
     let mut with_credentials = vec![format!("Proxy-Authorization: {credentials}")];
     with_credentials.extend(extra.iter().cloned());
     let second = invite(client, &branch(), from_tag, call_id, 2, &with_credentials);

@@ -2,7 +2,7 @@
 
 use super::db::{create_postgres_database, test_database_url};
 use super::raw::{Client, RawTcp, RawUdp};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use tempfile::TempDir;
 use tollgate::app::{self, Relay};
@@ -51,8 +51,6 @@ pub fn test_config(dir: &TempDir) -> Config {
     ];
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.api.operator_key = Some(tollgate::config::Secret::new(OPERATOR_KEY));
-    // sipp 3.6 answers only the first challenge and only knows MD5.
-    config.sip.digest_algorithms = vec!["MD5".into(), "SHA-256".into()];
     // Some tests run under tokio's paused clock, which jumps ahead while SQLite works on its
     // own thread: waits on the database must not time out there. The tests of an unavailable
     // store set their own bounds.
@@ -161,10 +159,19 @@ pub async fn sessions_after_shutdown(relay: TestRelay) -> Vec<SessionRecord> {
 
 /// A client of `relay` over `protocol` (UDP or TCP), and the relay address it talks to.
 pub async fn client_for(relay: &TestRelay, protocol: Protocol) -> (Client, SocketAddr) {
+    client_from(relay, protocol, IpAddr::from([127, 0, 0, 1])).await
+}
+
+/// Like [`client_for`], from a port of `ip` (another loopback address such as 127.0.0.2).
+pub async fn client_from(
+    relay: &TestRelay,
+    protocol: Protocol,
+    ip: IpAddr,
+) -> (Client, SocketAddr) {
     let to = relay.addr(protocol);
     let client = match protocol {
-        Protocol::Tcp => Client::Tcp(RawTcp::connect(to).await),
-        _ => Client::Udp(RawUdp::bind().await),
+        Protocol::Tcp => Client::Tcp(RawTcp::connect_from(ip, to).await),
+        _ => Client::Udp(RawUdp::bind_on(SocketAddr::new(ip, 0)).await),
     };
     (client, to)
 }

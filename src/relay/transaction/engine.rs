@@ -320,7 +320,8 @@ impl<O: Clone> Engine<O> {
         self.respond(key, resp);
     }
 
-    /// Answers a request that cannot have a transaction (no usable key).
+    /// Answers a request that cannot have a transaction (no usable key, or it failed
+    /// validation); `why` is both the reason phrase and a Warning.
     pub fn reply_stateless(&self, req: &Request, flow: Flow, status: u16, why: &str) {
         if req.method == Method::Ack {
             return;
@@ -329,7 +330,8 @@ impl<O: Clone> Engine<O> {
         msg::push_header(&mut resp.headers, builders::warning(why));
         let to = reply_flow(msg::top_via(&req.headers).unwrap_or(""), flow);
         self.metrics.sip_response(status);
-        self.transports.send(to, Bytes::from(resp.to_bytes()));
+        self.transports
+            .send(to, builders::with_reason_phrase(&resp.to_bytes(), why));
     }
 
     // ------------------------------------------------------------------ client side

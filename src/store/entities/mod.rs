@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod app_servers;
 pub mod idempotency_keys;
 pub mod ledger_entries;
+pub mod nonce_keys;
 pub mod registrations;
 pub mod service_routes;
 pub mod services;
