@@ -178,7 +178,7 @@ async fn a_retransmitted_200_carries_the_url_and_token_like_the_first() {
 // ------------------------------------------------------------------------ late answers
 
 #[tokio::test]
-async fn a_2xx_after_timer_c_is_acked_and_ended_by_the_relay() {
+async fn a_2xx_after_timer_c_still_reaches_the_caller_and_becomes_a_session() {
     let app = RawUdp::bind().await;
     let relay = start_relay(Seed {
         app_servers: vec![uas_uri(&app)],
@@ -186,7 +186,7 @@ async fn a_2xx_after_timer_c_is_acked_and_ended_by_the_relay() {
     .await;
     tokio::time::pause();
     let client = RawUdp::bind().await;
-    raw::authenticated_invite(&client, relay.udp()).await;
+    let invite = raw::authenticated_invite(&client, relay.udp()).await;
     let (inv, relay_addr) = app.recv_within(LIMIT).await;
     app.send_to(raw::response(&inv, "180 Ringing", "shop", &[]), relay_addr)
         .await;
@@ -197,27 +197,33 @@ async fn a_2xx_after_timer_c_is_acked_and_ended_by_the_relay() {
     let answer = raw::next_where(&client, |m| raw::status(m).is_some_and(|s| s >= 200)).await;
     assert_eq!(raw::status(&answer), Some(408), "{answer}");
 
-    // The shop answers 200 anyway: the caller has its answer, so the relay takes the 200
-    // and hangs up.
+    // The shop answers 200 anyway: every 2xx is forwarded (RFC 3261 §16.7 step 10), so the
+    // caller gets it, with its URL and token, and the call is a session like any other.
+    tokio::time::resume();
     app.send_to(raw::ok_200(&inv, "shop", app.addr, "UDP"), relay_addr)
         .await;
-    let ack = app.recv_within(LIMIT).await.0;
-    assert_eq!(raw::method(&ack), Some("ACK"), "{ack}");
+    let ok = raw::next_where(&client, |m| raw::status(m) == Some(200)).await;
+    assert!(raw::header(&ok, "Tollgate-Session-Token").is_some(), "{ok}");
+    client
+        .send_to(raw::in_dialog(&client, "ACK", &invite, &ok, 2), relay.udp())
+        .await;
+    let ack = raw::next_where(&app, |m| raw::method(m) == Some("ACK")).await;
     assert!(
         ack.starts_with(&format!("ACK sip:shop@{}", app.addr)),
         "{ack}"
     );
-    let bye = app.recv_within(LIMIT).await.0;
-    assert_eq!(raw::method(&bye), Some("BYE"), "{bye}");
-    assert!(raw::header(&bye, "To").unwrap().contains("tag=shop"));
+    client
+        .send_to(raw::in_dialog(&client, "BYE", &invite, &ok, 3), relay.udp())
+        .await;
+    let bye = raw::next_where(&app, |m| raw::method(m) == Some("BYE")).await;
     app.send_to(raw::response(&bye, "200 OK", "shop", &[]), relay_addr)
         .await;
-    // Nothing of this reaches the caller.
-    raw::barrier(&client, relay.udp()).await;
+    let ended = raw::next_where(&client, |m| raw::header(m, "CSeq") == Some("3 BYE")).await;
+    assert_eq!(raw::status(&ended), Some(200), "{ended}");
     let rows = sessions_after_shutdown(relay).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].state, SessionState::Failed);
-    assert_eq!(rows[0].final_status, Some(408));
+    assert_eq!(rows[0].state, SessionState::Terminated, "{:?}", rows[0]);
+    assert!(rows[0].confirmed_at.is_some(), "{:?}", rows[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

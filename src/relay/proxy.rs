@@ -649,8 +649,9 @@ impl Core {
         }
     }
 
-    /// A 2xx on a branch: relayed while the caller can take it (§16.7 step 5: every 2xx is
-    /// forwarded), else accepted and ended by the relay.
+    /// A 2xx on a branch: relayed while the caller can take it — also after the caller got a
+    /// failure (§16.7 step 10: every 2xx is forwarded) — else (the caller's transaction is
+    /// gone) accepted and ended by the relay.
     fn on_success(
         &mut self,
         key: &str,
@@ -659,10 +660,12 @@ impl Core {
         mut resp: Response,
         repeated: bool,
     ) {
-        let server_can_take = self
-            .engine
-            .server(key)
-            .is_some_and(|t| matches!(t.state, ServerState::Proceeding | ServerState::Accepted));
+        let server_can_take = self.engine.server(key).is_some_and(|t| {
+            matches!(
+                t.state,
+                ServerState::Proceeding | ServerState::Accepted | ServerState::Completed
+            )
+        });
         let Some(ctx) = self.contexts.get_mut(key) else {
             if !repeated {
                 self.end_unwanted_answer(branch, &resp);

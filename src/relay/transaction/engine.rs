@@ -253,9 +253,12 @@ impl<O: Clone> Engine<O> {
             return;
         };
         let status = u16::from(resp.status_code.clone());
-        if txn.state != ServerState::Proceeding
-            && !(txn.state == ServerState::Accepted && (200..300).contains(&status))
-        {
+        // After a final answer only a 2xx to an INVITE may follow (every 2xx is forwarded,
+        // RFC 3261 §16.7 step 10, RFC 6026): the transaction then waits in Accepted.
+        let late_2xx = txn.is_invite
+            && (200..300).contains(&status)
+            && matches!(txn.state, ServerState::Accepted | ServerState::Completed);
+        if txn.state != ServerState::Proceeding && !late_2xx {
             return; // a final answer has been given already
         }
         self.metrics.sip_response(status);
@@ -265,8 +268,14 @@ impl<O: Clone> Engine<O> {
             txn.last_response = Some(bytes);
             return;
         }
-        if txn.state == ServerState::Accepted {
-            return;
+        match txn.state {
+            ServerState::Accepted => return,
+            ServerState::Completed => {
+                txn.state = ServerState::Accepted;
+                txn.last_response = None;
+                return;
+            }
+            _ => {}
         }
         txn.request = None;
         let key = key.to_string();
@@ -471,10 +480,9 @@ impl<O: Clone> Engine<O> {
                 }
             }
             200..=299 if is_invite => {
+                // A 2xx after a non-2xx final is new too (a forking proxy downstream may send
+                // one late, RFC 3261 §16.7 step 10): it goes up like the first 2xx would.
                 let repeated = txn.state == ClientState::Accepted;
-                if txn.state == ClientState::Completed {
-                    return Delivery::Absorbed;
-                }
                 if !repeated {
                     txn.state = ClientState::Accepted;
                     self.timers.insert(
