@@ -15,7 +15,7 @@
 //! | `tollgate_sessions_active` | gauge | | [`Metrics::session_started`] / [`Metrics::session_ended`] |
 //! | `tollgate_transactions_in_flight` | gauge | | [`Metrics::transaction_started`] / [`Metrics::transaction_ended`] |
 //! | `tollgate_auth_failures_total` | counter | `protocol` (sip, http) | [`Metrics::sip_auth_failure`]; the API counts its own |
-//! | `tollgate_http_requests_total` | counter | `method` (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE, CONNECT, other), `route` (the matched route template, e.g. `/v1/sessions/{id}`, or `unmatched`), `status` | the HTTP middleware |
+//! | `tollgate_http_requests_total` | counter (not `/healthz`, `/readyz`, `/metrics`) | `method` (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE, CONNECT, other), `route` (the matched route template, e.g. `/v1/sessions/{id}`, or `unmatched`), `status` | the HTTP middleware |
 //! | `tollgate_http_request_duration_seconds` | histogram | `method`, `route` | the HTTP middleware |
 //!
 //! The exposition is OpenMetrics text, which Prometheus also reads as its classic text format;
@@ -348,7 +348,12 @@ pub const HTTP_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
 ];
 
-/// HTTP middleware: counts and times every request by method, matched route and status.
+/// Routes the HTTP metrics leave out: the probes and the scrape itself, which orchestrators
+/// and Prometheus call every few seconds (they would drown the API's own traffic, and a stranger
+/// probing them could still add series).
+const UNTRACKED_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// HTTP middleware: counts and times every API request by method, matched route and status.
 pub(super) async fn track_http(
     State(metrics): State<Metrics>,
     req: Request,
@@ -362,6 +367,9 @@ pub(super) async fn track_http(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;
+    if UNTRACKED_ROUTES.contains(&route.as_str()) {
+        return response;
+    }
     metrics.http_request(
         &method,
         &route,
