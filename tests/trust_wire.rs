@@ -20,7 +20,8 @@ mod common;
 
 use common::raw::{self, Client, Peer, RawTcp, RawUdp, LIMIT};
 use common::relay::{
-    client_for, client_from, sessions_after_shutdown, start_relay, test_config, Seed, TestRelay,
+    client_for, client_from, sessions_after_shutdown, start_relay, start_relay_with, test_config,
+    Seed, TestRelay,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -591,16 +592,22 @@ async fn a_spoofed_nonce_flood_does_not_throttle_the_victim_over_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_issued_before_a_restart_is_accepted_after_it() {
     let app = RawUdp::bind().await;
-    let relay = start_relay(Seed {
-        app_servers: vec![uas_uri(&app)],
-    })
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(&dir);
+    let relay = start_relay_with(
+        Seed {
+            app_servers: vec![uas_uri(&app)],
+        },
+        config.clone(),
+        dir,
+    )
     .await;
     let client = RawUdp::bind().await;
     let challenge = raw::challenge(&client, relay.udp()).await;
     let TestRelay { relay, store, dir } = relay;
     relay.shutdown().await;
 
-    let config = test_config(&dir);
+    // The same node, on the same database, starts again.
     let relay = TestRelay {
         relay: app::start(&config, Arc::new(SystemClock))
             .await

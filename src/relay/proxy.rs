@@ -29,7 +29,7 @@ use crate::relay::dialog::{
 use crate::relay::directory::{Route, Target};
 use crate::relay::handover::{self, BranchToken};
 use crate::relay::routing;
-use crate::relay::transaction::{CancelState, Outgoing, ServerKey, ServerState};
+use crate::relay::transaction::{CancelState, Outgoing, ServerKey};
 use crate::sip::builders::{self, DialogRequest};
 use crate::sip::message as msg;
 use crate::sip::transport::Flow;
@@ -660,12 +660,8 @@ impl Core {
         mut resp: Response,
         repeated: bool,
     ) {
-        let server_can_take = self.engine.server(key).is_some_and(|t| {
-            matches!(
-                t.state,
-                ServerState::Proceeding | ServerState::Accepted | ServerState::Completed
-            )
-        });
+        // Whatever the caller was told, while its transaction is known a 2xx still reaches it.
+        let server_can_take = self.engine.server(key).is_some();
         let Some(ctx) = self.contexts.get_mut(key) else {
             if !repeated {
                 self.end_unwanted_answer(branch, &resp);

@@ -44,6 +44,8 @@ pub struct Seed {
 pub fn test_config(dir: &TempDir) -> Config {
     let mut config = Config::default();
     config.database.url = test_database_url(dir.path());
+    // The node keeps its generated id here (not in the working directory).
+    config.data_dir = Some(dir.path().to_path_buf());
     config.sip.domain = DOMAIN.into();
     config.sip.listen = vec![
         "udp:127.0.0.1:0".parse().unwrap(),

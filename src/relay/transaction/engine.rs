@@ -257,7 +257,10 @@ impl<O: Clone> Engine<O> {
         // RFC 3261 §16.7 step 10, RFC 6026): the transaction then waits in Accepted.
         let late_2xx = txn.is_invite
             && (200..300).contains(&status)
-            && matches!(txn.state, ServerState::Accepted | ServerState::Completed);
+            && matches!(
+                txn.state,
+                ServerState::Accepted | ServerState::Completed | ServerState::Confirmed
+            );
         if txn.state != ServerState::Proceeding && !late_2xx {
             return; // a final answer has been given already
         }
@@ -270,7 +273,7 @@ impl<O: Clone> Engine<O> {
         }
         match txn.state {
             ServerState::Accepted => return,
-            ServerState::Completed => {
+            ServerState::Completed | ServerState::Confirmed => {
                 txn.state = ServerState::Accepted;
                 txn.last_response = None;
                 return;
