@@ -58,7 +58,7 @@ cleanup() {
 }
 trap cleanup EXIT
 start_relay() {
-  TOLLGATE_LOG=error tg serve >>"$WORK/relay.log" 2>&1 &
+  TOLLGATE_LOG=error "$TOLLGATE" --config "$WORK/tollgate.toml" serve >>"$WORK/relay.log" 2>&1 &
   RELAY=$!; PIDS+=("$RELAY")
   for _ in $(seq 100); do
     ss -lun | grep -q "127.0.0.1:$SIP_PORT " && return 0
@@ -68,8 +68,8 @@ start_relay() {
 }
 
 start_relay
-sipp -sf "$SCENARIOS/uas.xml" -i 127.0.0.1 -p "$UAS_PORT" -nostdin -bg >/dev/null 2>&1 || true
-UAS_PID=$(pgrep -f "sipp -sf $SCENARIOS/uas.xml -i 127.0.0.1 -p $UAS_PORT" | head -1); PIDS+=("$UAS_PID")
+sipp -sf "$SCENARIOS/uas.xml" -i 127.0.0.1 -p "$UAS_PORT" -nostdin >"$WORK/uas.log" 2>&1 &
+PIDS+=("$!")
 sipp -sf "$SCENARIOS/uac_auth.xml" "127.0.0.1:$SIP_PORT" -s service1 -i 127.0.0.1 -p "$UAC_PORT" \
   -r "$RATE" -m "$CALLS" -d "$HOLD_MS" -nostdin -timeout 300 -trace_stat -stf "$WORK/stat.csv" \
   >"$WORK/uac.log" 2>&1 &
@@ -86,7 +86,10 @@ pg -m fast stop
 sleep 3
 pg -o "-h 127.0.0.1 -p $pg_port -k $WORK" start
 wait "$UAC" || true
-kill -TERM "$RELAY"; wait "$RELAY" 2>/dev/null || true
+if ! kill -TERM "$RELAY" 2>/dev/null; then
+  echo "the relay had stopped by itself:" >&2; tail -5 "$WORK/relay.log" >&2
+fi
+wait "$RELAY" 2>/dev/null || true
 
 tg sessions list --json --limit 1000000 >"$WORK/sessions.json"
 ok=$(grep -E "Successful call" "$WORK/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')

@@ -40,8 +40,9 @@
 //! Back-pressure: the queue is bounded ([`SessionWriter::spawn_with`]). [`SessionWriter::trouble`]
 //! says when the node should refuse new sessions: the database is unreachable, or the queue is
 //! more than half full. When a batch cannot reach the database, its durable waiters are
-//! answered with the error at once (an ACK is then not relayed) and its other events are kept,
-//! in order, and written first once a probe (every second) finds the database back.
+//! answered with the error at once; a confirmation is dropped (its ACK is not relayed), every
+//! other event — a session's end above all — is kept, in order, and written first once a probe
+//! (every second) finds the database back.
 //!
 //! When the database refuses one of a batch's statements (bad data in one event), the writer
 //! retries the batch's events one by one, so one poisoned event cannot take the rest down with
@@ -252,10 +253,12 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Queued>, health: Arc<Health>) 
                 return;
             } else {
                 // Nothing can be written: durable waiters learn it now; the rest is kept.
-                for mut queued in batch.drain(..) {
-                    if let Some(done) = queued.done.take() {
-                        answer(Some(done), Err("the session store is unavailable".into()));
-                    } else if kept.len() < health.capacity {
+                for queued in batch.drain(..) {
+                    let Some(queued) = settle_for_later(queued, "the session store is unavailable")
+                    else {
+                        continue;
+                    };
+                    if kept.len() < health.capacity {
                         kept.push(queued);
                     } else {
                         tracing::error!(event = ?queued.event, "session event dropped: the store is down and the backlog is full");
@@ -333,15 +336,22 @@ async fn write_batch(store: &Store, batch: &mut Vec<Queued>) -> Option<Vec<Queue
             // A waiter learns now that its event is not on disk (an ACK is then not relayed,
             // and its event is not written later either); the others are kept.
             let mut kept = Vec::new();
-            for mut queued in batch.drain(..) {
-                match queued.done.take() {
-                    Some(done) => answer(Some(done), Err(reason.clone())),
-                    None => kept.push(queued),
+            for queued in batch.drain(..) {
+                if let Some(queued) = settle_for_later(queued, &reason) {
+                    kept.push(queued);
                 }
             }
             Some(kept)
         }
     }
+}
+
+/// An event the database could not take now: its waiter learns so at once. A confirmation is
+/// then dropped (its ACK is not relayed: the session never started); anything else — an end
+/// above all — is handed back to be written once the database is back.
+fn settle_for_later(mut queued: Queued, reason: &str) -> Option<Queued> {
+    answer(queued.done.take(), Err(reason.to_owned()));
+    (!matches!(queued.event, SessionEvent::Confirmed { .. })).then_some(queued)
 }
 
 fn answer(done: Option<Waiter>, outcome: Result<(), String>) {
