@@ -464,6 +464,9 @@ impl TimedCall {
     }
 
     async fn row(self) -> tollgate::store::SessionRecord {
+        // Real time again for the store: under paused time a slow disk lets tokio jump to the
+        // next timer (the pool's acquire timeout) and fail the last writes.
+        tokio::time::resume();
         let session = session_of(&self.call);
         let rows = common::relay::sessions_after_shutdown(self.relay).await;
         rows.into_iter().find(|r| r.id == session).unwrap()

@@ -113,8 +113,8 @@ pub enum CoreTimer {
     TimerC { branch: String, generation: u32 },
     /// A response context the relay made without a server transaction (a transfer) is done.
     ForgetContext { key: String },
-    /// The RFC 4028 session timer of a dialog, armed for its `generation`-th refresh.
-    SessionTimer { dialog: String, generation: u32 },
+    /// The RFC 4028 session timer of a dialog (reset by every refresh).
+    SessionTimer { dialog: String },
     /// A dialog's session reaches `[sessions] max_duration_secs`.
     MaxDuration { dialog: String },
     /// Time for the node's checkpoint of its live sessions.
@@ -447,9 +447,7 @@ impl Core {
             CoreTimer::ForgetContext { key } => {
                 self.contexts.remove(&key);
             }
-            CoreTimer::SessionTimer { dialog, generation } => {
-                self.on_session_timer(&dialog, generation)
-            }
+            CoreTimer::SessionTimer { dialog } => self.on_session_timer(&dialog),
             CoreTimer::MaxDuration { dialog } => self.on_max_duration(&dialog),
             CoreTimer::Checkpoint => self.checkpoint(),
         }

@@ -44,6 +44,7 @@ use bytes::Bytes;
 use rsipstack::sip::{Header, Method, Request, Response, Uri};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use tokio_util::time::delay_queue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialogState {
@@ -117,8 +118,17 @@ pub struct Dialog {
     pub last_seen: Millis,
     /// When the session timer last started over (confirmation or refresh).
     pub refreshed_at: Millis,
-    /// Which arming of the session timer is the current one.
-    pub timer_generation: u32,
+    /// The dialog's pending session timer and maximum-duration timer, removed from the
+    /// core's timer queue with the dialog (a long session limit must not keep a queue entry
+    /// for every call long gone).
+    pub clocks: SessionClocks,
+}
+
+/// The keys of a dialog's entries in the core's timer queue; `None` once fired or not armed.
+#[derive(Debug, Default)]
+pub struct SessionClocks {
+    pub session_timer: Option<delay_queue::Key>,
+    pub max_duration: Option<delay_queue::Key>,
 }
 
 impl Dialog {
@@ -135,7 +145,7 @@ impl Dialog {
             held_ack: None,
             last_seen: last_proof_at,
             refreshed_at: last_proof_at,
-            timer_generation: 0,
+            clocks: SessionClocks::default(),
         }
     }
 
@@ -277,7 +287,7 @@ impl Dialogs {
                 held_ack: None,
                 last_seen: 0,
                 refreshed_at: 0,
-                timer_generation: 0,
+                clocks: SessionClocks::default(),
             },
         );
         Some(k)
@@ -716,7 +726,7 @@ impl Core {
         reason: EndReason,
         answer: Option<(ServerKey, Response)>,
     ) {
-        let Some(dialog) = self.dialogs.remove(dk) else {
+        let Some(dialog) = self.forget_dialog(dk) else {
             if let Some((key, response)) = answer {
                 self.answer_upstream(&key, response);
             }
@@ -748,7 +758,7 @@ impl Core {
     /// `Reason` saying why) and the session billed up to `billed_until`.
     pub(crate) fn end_by_relay(&mut self, dk: &str, reason: EndReason, billed_until: Millis) {
         self.say_bye_to_both(dk, reason);
-        let Some(dialog) = self.dialogs.remove(dk) else {
+        let Some(dialog) = self.forget_dialog(dk) else {
             return;
         };
         let event = if reason == EndReason::StoreUnavailable {

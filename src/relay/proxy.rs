@@ -922,7 +922,7 @@ impl Core {
                 .get(&dk)
                 .is_some_and(|d| d.state == DialogState::Early)
             {
-                self.dialogs.remove(&dk);
+                self.forget_dialog(&dk);
             }
         }
         // Serial forking: the next application server, while there is one.

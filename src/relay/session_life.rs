@@ -107,20 +107,24 @@ impl Core {
             return;
         };
         let confirmed_at = d.confirmed_at.unwrap_or_else(|| self.now());
-        if let Some(max) = self.settings.life.max_duration {
+        let started = d.clocks.max_duration.is_some();
+        if let Some(max) = self.settings.life.max_duration.filter(|_| !started) {
             let age = Duration::from_millis((self.now() - confirmed_at).max(0) as u64);
-            self.timers.insert(
+            let key = self.timers.insert(
                 CoreTimer::MaxDuration {
                     dialog: dk.to_string(),
                 },
                 max.saturating_sub(age),
             );
+            if let Some(d) = self.dialogs.get_mut(dk) {
+                d.clocks.max_duration = Some(key);
+            }
         }
         self.arm_session_timer(dk);
     }
 
-    /// (Re)arms the session timer of dialog `dk` from its last refresh; a timer armed before
-    /// is void (its generation is old).
+    /// (Re)arms the session timer of dialog `dk` from its last refresh (one queue entry per
+    /// dialog, moved by each refresh).
     fn arm_session_timer(&mut self, dk: &str) {
         let now = self.now();
         let Some(d) = self.dialogs.get_mut(dk) else {
@@ -129,16 +133,29 @@ impl Core {
         let Some(interval) = d.info.session_interval_secs else {
             return;
         };
-        d.timer_generation += 1;
         let elapsed = (now - d.refreshed_at).max(0) as u64;
-        let left = (u64::from(interval) * 1000).saturating_sub(elapsed);
-        self.timers.insert(
-            CoreTimer::SessionTimer {
-                dialog: dk.to_string(),
-                generation: d.timer_generation,
-            },
-            Duration::from_millis(left),
-        );
+        let left = Duration::from_millis((u64::from(interval) * 1000).saturating_sub(elapsed));
+        match &d.clocks.session_timer {
+            Some(key) => self.timers.reset(key, left),
+            None => {
+                let timer = CoreTimer::SessionTimer {
+                    dialog: dk.to_string(),
+                };
+                d.clocks.session_timer = Some(self.timers.insert(timer, left));
+            }
+        }
+    }
+
+    /// Takes dialog `dk` out of the core, with its entries in the timer queue.
+    pub(crate) fn forget_dialog(&mut self, dk: &str) -> Option<Dialog> {
+        let dialog = self.dialogs.remove(dk)?;
+        for key in [&dialog.clocks.session_timer, &dialog.clocks.max_duration]
+            .into_iter()
+            .flatten()
+        {
+            self.timers.remove(key);
+        }
+        Some(dialog)
     }
 
     /// A re-INVITE or UPDATE of dialog `dk` was answered 2xx: the session is refreshed, on the
@@ -157,11 +174,12 @@ impl Core {
         }
     }
 
-    pub(crate) fn on_session_timer(&mut self, dk: &str, generation: u32) {
-        let Some(d) = self.dialogs.get(dk) else {
+    pub(crate) fn on_session_timer(&mut self, dk: &str) {
+        let Some(d) = self.dialogs.get_mut(dk) else {
             return;
         };
-        if d.timer_generation != generation || matches!(d.state, DialogState::Ending(_)) {
+        d.clocks.session_timer = None; // fired: its key is no longer in the queue
+        if matches!(d.state, DialogState::Ending(_)) {
             return;
         }
         tracing::info!(dialog = %dk, "session timer expired without a refresh");
@@ -170,11 +188,11 @@ impl Core {
     }
 
     pub(crate) fn on_max_duration(&mut self, dk: &str) {
-        if self
-            .dialogs
-            .get(dk)
-            .is_some_and(|d| !matches!(d.state, DialogState::Ending(_)))
-        {
+        let Some(d) = self.dialogs.get_mut(dk) else {
+            return;
+        };
+        d.clocks.max_duration = None; // fired: its key is no longer in the queue
+        if !matches!(d.state, DialogState::Ending(_)) {
             tracing::info!(dialog = %dk, "session reached its maximum duration");
             let now = self.now();
             self.end_by_relay(dk, EndReason::MaxDuration, now);
@@ -219,7 +237,7 @@ impl Core {
                 session.last_proof_at,
             ));
             self.say_bye_to_both(&dk, EndReason::RelayRestart);
-            self.dialogs.remove(&dk);
+            self.forget_dialog(&dk);
             ended += 1;
         }
         if carried + ended > 0 {

@@ -27,6 +27,7 @@ use super::entities::{idempotency_keys, ledger_entries};
 use super::idempotency::{
     live_records, record_row, recorded, IdempotencyKey, Recorded, StoredResponse,
 };
+use super::sessions::SessionState;
 use super::webhooks::{insert_outbox, OutboxEvent};
 use super::{Store, StoreError};
 use crate::billing::charges::{check_all, Charge, ChargeSource, NewCharge};
@@ -655,15 +656,21 @@ pub(super) async fn bill_sessions(
             "SELECT s.id, s.call_id, s.caller, s.service, s.app_server, s.user_id, s.service_id, \
              s.app_server_id, s.tariff_id, s.confirmed_at, s.ended_at, s.duration_ms, s.ended_by, \
              s.end_reason, t.currency, t.setup_amount, t.per_minute_amount, t.increment_secs, \
-             t.free_secs, CASE WHEN a.deleted_at IS NULL THEN a.webhook_url END AS webhook_url \
+             t.free_secs, CASE WHEN a.deleted_at IS NULL THEN a.webhook_url END AS webhook_url, \
+             s.state \
              FROM sessions s \
              LEFT JOIN tariffs t ON t.id = s.tariff_id \
              LEFT JOIN app_servers a ON a.id = s.app_server_id \
-             WHERE s.state = 'terminated' AND s.id IN ({})",
+             WHERE s.id IN ({})",
             marks(chunk.len())
         );
         let values = chunk.iter().map(|id| Value::from(*id)).collect();
         for row in txn.query_all_raw(statement(backend, &sql, values)).await? {
+            // The state is checked here, not in SQL: with `state = …` beside the id list,
+            // SQLite's planner walks the state index, every terminated session ever.
+            if row.try_get::<String>("", "state")? != SessionState::Terminated.as_str() {
+                continue;
+            }
             let id: String = row.try_get("", "id")?;
             let user_id: Option<String> = row.try_get("", "user_id")?;
             let app_server_id: Option<String> = row.try_get("", "app_server_id")?;
@@ -761,14 +768,20 @@ pub(super) async fn announce_confirmed(
     for chunk in ids.chunks(256) {
         let sql = format!(
             "SELECT s.id, s.call_id, s.caller, s.service, s.app_server, s.user_id, s.service_id, \
-             s.app_server_id, s.confirmed_at \
+             s.app_server_id, s.confirmed_at, s.state \
              FROM sessions s JOIN app_servers a ON a.id = s.app_server_id \
-             WHERE a.webhook_url IS NOT NULL AND a.deleted_at IS NULL \
-             AND s.state IN ('confirmed', 'terminated') AND s.id IN ({})",
+             WHERE a.webhook_url IS NOT NULL AND a.deleted_at IS NULL AND s.id IN ({})",
             marks(chunk.len())
         );
         let values = chunk.iter().map(|id| Value::from(*id)).collect();
         for row in txn.query_all_raw(statement(backend, &sql, values)).await? {
+            // As in `bill_sessions`: the state filter stays out of SQL's sight.
+            let state: String = row.try_get("", "state")?;
+            if state != SessionState::Confirmed.as_str()
+                && state != SessionState::Terminated.as_str()
+            {
+                continue;
+            }
             let id: String = row.try_get("", "id")?;
             let confirmed_at: i64 = row.try_get::<Option<i64>>("", "confirmed_at")?.unwrap_or(0);
             events.push(OutboxEvent {
