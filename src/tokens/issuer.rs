@@ -11,10 +11,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{EncodingKey, Header};
+use jsonwebtoken::Header;
 
-use super::keys::{self, PrivateKey};
+use super::keys::{self, PrivateKey, Signer};
 use super::verifier::{TokenVerifier, VerifyKey};
 use super::{ensure_keys, rotate, Algorithm, Claims, RotationReport, TokenConfig, TokenError};
 use super::{DEFAULT_LEEWAY, TOKEN_TYPE};
@@ -39,8 +41,9 @@ struct Inner {
 struct Keyring {
     current_kid: String,
     current_alg: Algorithm,
-    encoding: EncodingKey,
-    header: Header,
+    signer: Signer,
+    /// The JWS header of every token, base64url-encoded once.
+    encoded_header: String,
     jwks: JwkSet,
     verify_keys: Arc<HashMap<String, VerifyKey>>,
 }
@@ -141,8 +144,13 @@ impl TokenIssuer {
             exp: iat.saturating_add(self.inner.cfg.ttl_secs()),
             jti: uuid::Uuid::new_v4().simple().to_string(),
         };
-        let token = jsonwebtoken::encode(&ring.header, &claims, &ring.encoding)
-            .map_err(|e| TokenError::Mint(e.to_string()))?;
+        let payload = serde_json::to_vec(&claims).map_err(|e| TokenError::Mint(e.to_string()))?;
+        let mut token = ring.encoded_header.clone();
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+        let signature = ring.signer.sign(token.as_bytes())?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
         Ok((token, claims))
     }
 
@@ -212,7 +220,7 @@ impl Keyring {
             .find(|k| k.status == KeyStatus::Current)
             .ok_or_else(|| TokenError::Key("the database holds no current signing key".into()))?;
         let current_alg: Algorithm = current.algorithm.parse()?;
-        let PrivateKey { encoding, public } = keys::load_private(current)?;
+        let PrivateKey { signer, public } = keys::load_private(current)?;
 
         let grace_ms = cfg.grace_ms();
         let mut published = Vec::new();
@@ -242,11 +250,13 @@ impl Keyring {
         let mut header = Header::new(current_alg.jwt());
         header.typ = Some(TOKEN_TYPE.to_owned());
         header.kid = Some(current.kid.clone());
+        let header_json = serde_json::to_vec(&header)
+            .map_err(|e| TokenError::Key(format!("encode the token header: {e}")))?;
         Ok(Keyring {
             current_kid: current.kid.clone(),
             current_alg,
-            encoding,
-            header,
+            signer,
+            encoded_header: URL_SAFE_NO_PAD.encode(header_json),
             jwks,
             verify_keys,
         })

@@ -8,6 +8,8 @@
 //! - The published JWK carries `kty`, `crv`, `x` (and `y`), `kid`, `alg` and `use: "sig"`;
 //!   never a private member.
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
@@ -16,7 +18,6 @@ use jsonwebtoken::jwk::{
     EllipticCurveKeyType, Jwk, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
     PublicKeyUse, ThumbprintHash,
 };
-use jsonwebtoken::EncodingKey;
 use p256::pkcs8::LineEnding;
 use rand::rngs::OsRng;
 
@@ -25,8 +26,30 @@ use crate::store::{NewSigningKey, SigningKeyRecord};
 
 /// A private key loaded from its PEM, ready to sign. No `Debug`: nothing here may be printed.
 pub(super) struct PrivateKey {
-    pub(super) encoding: EncodingKey,
+    pub(super) signer: Signer,
     pub(super) public: Jwk,
+}
+
+/// A private key parsed once, ready to sign on the message path: `jsonwebtoken::encode`
+/// parses the PKCS#8 document again (and recomputes the public point) on every token, which
+/// was a tenth of the relay's work per call. Its `JwtSigner` is not `Send`, so it cannot be
+/// kept either; the key pairs of aws-lc-rs (jsonwebtoken's own backend) can.
+pub(super) enum Signer {
+    Es256(signature::EcdsaKeyPair),
+    EdDsa(signature::Ed25519KeyPair),
+}
+
+impl Signer {
+    /// The signature of `message`, as a JWS wants it (ES256: `r || s`, RFC 7518 §3.4).
+    pub(super) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, TokenError> {
+        match self {
+            Signer::Es256(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| TokenError::Mint("ES256 signing failed".into())),
+            Signer::EdDsa(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+        }
+    }
 }
 
 /// A new key pair of `algorithm`, ready to store.
@@ -91,11 +114,18 @@ pub(super) fn load_private(record: &SigningKeyRecord) -> Result<PrivateKey, Toke
             record.kid
         )));
     }
-    let encoding = match algorithm {
-        Algorithm::Es256 => EncodingKey::from_ec_der(der.as_bytes()),
-        Algorithm::EdDsa => EncodingKey::from_ed_der(der.as_bytes()),
+    let signer = match algorithm {
+        Algorithm::Es256 => signature::EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            der.as_bytes(),
+        )
+        .map(Signer::Es256)
+        .map_err(|e| bad(&e))?,
+        Algorithm::EdDsa => signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.as_bytes())
+            .map(Signer::EdDsa)
+            .map_err(|e| bad(&e))?,
     };
-    Ok(PrivateKey { encoding, public })
+    Ok(PrivateKey { signer, public })
 }
 
 /// The public JWK of a stored record, checked: it parses, names the record's `kid` and
