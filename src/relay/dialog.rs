@@ -409,6 +409,7 @@ impl Core {
         let Some(dk) = self.dialogs.find(&req.headers) else {
             return self.engine.respond_status(&key, 481, None, Vec::new());
         };
+        let now = self.now();
         let dialog = self.dialogs.get_mut(&dk).expect("found above");
         let party = dialog.party_of(msg::from_tag(&req.headers));
         if dialog.info.caller == CallerSide::Relay {
@@ -462,35 +463,22 @@ impl Core {
                 dialog.info.to_caller_shift
             }
         };
-        let session_id = dialog.info.session_id.clone();
-        let info = dialog.info.clone();
-        let Some(dest) = self.toward(&info, other) else {
-            return self.engine.respond_status(&key, 481, None, Vec::new());
-        };
-        let now = self.now();
-        if let Some(d) = self.dialogs.get_mut(&dk) {
-            d.last_seen = d.last_seen.max(now);
-        }
-        self.parts.sessions.record(SessionEvent::Activity {
-            id: session_id,
+        dialog.last_seen = dialog.last_seen.max(now);
+        // A proof of life on disk, except for a BYE: its session's end is written next.
+        let activity = (req.method != Method::Bye).then(|| SessionEvent::Activity {
+            id: dialog.info.session_id.clone(),
             at: now,
         });
-        let mut forwarded = req.clone();
-        let method = forwarded.method;
-        prepare_forward(&mut forwarded);
-        if shift > 0 {
-            set_cseq(&mut forwarded.headers, cseq + shift);
+        let dialog = self.dialogs.get(&dk).expect("found above");
+        let Some(dest) = self.toward(&dialog.info, other) else {
+            return self.engine.respond_status(&key, 481, None, Vec::new());
+        };
+        if let Some(activity) = activity {
+            self.parts.sessions.record(activity);
         }
         let branch = self.local.new_branch(&routing::loop_hash(&req));
-        forwarded.headers.0.insert(
-            0,
-            Header::Via(rsipstack::sip::Via::new(
-                self.local.via(dest.protocol, &branch),
-            )),
-        );
-        let mut ctx = ProxyContext::in_dialog(dk, branch.clone());
-        ctx.cseq_shift = shift;
-        ctx.change = offer.then(|| PendingChange {
+        let method = req.method;
+        let change = offer.then(|| PendingChange {
             seq: change_seq,
             party,
             method: method.to_string(),
@@ -501,6 +489,20 @@ impl Core {
             body: String::from_utf8_lossy(&req.body).into_owned(),
             at: now,
         });
+        let mut forwarded = req;
+        prepare_forward(&mut forwarded);
+        if shift > 0 {
+            set_cseq(&mut forwarded.headers, cseq + shift);
+        }
+        forwarded.headers.0.insert(
+            0,
+            Header::Via(rsipstack::sip::Via::new(
+                self.local.via(dest.protocol, &branch),
+            )),
+        );
+        let mut ctx = ProxyContext::in_dialog(dk, branch.clone());
+        ctx.cseq_shift = shift;
+        ctx.change = change;
         self.contexts.insert(key.clone(), ctx);
         self.engine.send(Outgoing {
             branch: branch.clone(),

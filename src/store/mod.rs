@@ -213,6 +213,15 @@ impl Store {
 
     /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN
     /// IMMEDIATE`), so a transaction that reads before it writes cannot fail on the upgrade.
+    /// Whether the database takes writes now: a write transaction is begun and rolled back
+    /// (on SQLite that takes the write lock, which a plain `SELECT 1` would not notice).
+    pub(crate) async fn takes_writes(&self) -> bool {
+        match self.begin_write().await {
+            Ok(txn) => txn.rollback().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
     async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
         self.db
             .begin_with_options(TransactionOptions {

@@ -242,7 +242,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Queued>, health: Arc<Health>) 
             // Ask the database, not the queue, whether the writer may go on.
             let received = tokio::time::timeout(PROBE_EVERY, rx.recv_many(&mut batch, MAX_BATCH));
             let closed = matches!(received.await, Ok(0));
-            if store.ping().await.is_ok() {
+            if store.takes_writes().await {
                 tracing::info!("the session store is back");
                 health.store_up.store(true, Ordering::Release);
             } else if closed {
