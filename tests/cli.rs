@@ -6,7 +6,7 @@ mod common;
 use common::process::Node;
 use common::raw::LIMIT;
 use common::relay::free_port;
-use common::sipp::{sipp_available, Sipp};
+use common::sipp::{require_sipp, Sipp};
 
 #[tokio::test]
 async fn admin_commands_store_the_directory_and_refuse_bad_input() {
@@ -55,9 +55,7 @@ async fn admin_commands_store_the_directory_and_refuse_bad_input() {
 
 #[tokio::test]
 async fn call_command_reaches_the_service_and_reports_refusals() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let node = Node::new(None, None, "");
     let app_port = free_port();
     node.seed(app_port).await;

@@ -22,7 +22,7 @@ mod common;
 use common::relay::{
     free_port, sessions_after_shutdown, start_forking_relay, Seed, TestRelay, DOMAIN, OPERATOR_KEY,
 };
-use common::sipp::{scenario, sipp_available, uas_uri, wait_for_tcp, Sipp, SippRun};
+use common::sipp::{require_sipp, scenario, uas_uri, wait_for_tcp, Sipp, SippRun};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -303,9 +303,7 @@ const TOLERANT: [&str; 2] = ["-default_behaviors", "all,-abortunexp"];
 
 /// One session, changed five times from both sides; one change refused, one glare.
 async fn changes_from_both_sides(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, shops) =
         relay_with_shops(ForkMode::FirstAnswer, tcp, &[shop("uas_changes.xml", &[])]).await;
     let client = world.client("uac_changes.xml", &[]);
@@ -360,9 +358,7 @@ async fn reinvite_update_refusal_and_glare_from_both_sides_over_tcp() {
 // -------------------------------------------------------------------- transfer
 
 async fn refer_to_service2(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, mut shops) = relay_with_shops(
         ForkMode::FirstAnswer,
         tcp,
@@ -456,9 +452,7 @@ async fn refer_to_service2_notifies_and_bills_two_sessions_over_tcp() {
 }
 
 async fn refer_to_unknown_service(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, shops) = relay_with_shops(
         ForkMode::FirstAnswer,
         tcp,
@@ -501,9 +495,7 @@ async fn refer_to_an_unknown_service_ends_with_notify_404_over_tcp() {
 
 /// Issue 10 item 3: a new INVITE for service2 while the user is in service1.
 async fn new_invite_for_service2(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let answer = shop("uas_answer.xml", &["-set", "answer_after", "0"]);
     let (world, mut shops) =
         relay_with_shops(ForkMode::FirstAnswer, tcp, std::slice::from_ref(&answer)).await;
@@ -552,9 +544,7 @@ async fn a_new_invite_for_service2_while_in_service1_puts_both_on_the_statement_
 
 /// Three bookstores: one busy (486), one answering after 200 ms, one ringing for ever.
 async fn first_answer_wins(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, shops) = relay_with_shops(
         ForkMode::FirstAnswer,
         tcp,
@@ -617,9 +607,7 @@ async fn first_answer_wins_over_a_486_and_a_ringing_branch_over_tcp() {
 /// Two bookstores both answer at once, neither is cancelled; the user keeps one for a second
 /// and leaves the other at once.
 async fn all_answers(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, shops) = relay_with_shops(
         ForkMode::AllAnswers,
         tcp,
@@ -664,9 +652,7 @@ async fn all_answers_gives_two_sessions_each_billed_for_its_time_over_tcp() {
 
 /// 503 and 486: the caller gets 486 (RFC 3261 §16.7), nobody is billed.
 async fn every_branch_fails(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, shops) = relay_with_shops(
         ForkMode::FirstAnswer,
         tcp,
@@ -696,9 +682,7 @@ async fn when_every_branch_fails_the_caller_gets_the_best_answer_over_tcp() {
 
 /// Serial: the second application server is asked only once the first has failed.
 async fn serial_falls_over(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, shops) = relay_with_shops(
         ForkMode::Serial,
         tcp,
@@ -741,9 +725,7 @@ const INFO_CHARGES: &str =
 const BYE_CHARGES: &str = r#"{"charges":[{"description":"cheese","unit_amount":450,"quantity":2,"currency":"EUR"},{"description":"bread","unit_amount":300,"quantity":1,"currency":"EUR"}]}"#;
 
 async fn charges_over_sip(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, shops) = relay_with_shops(
         ForkMode::FirstAnswer,
         tcp,
