@@ -278,6 +278,19 @@ fn billed_for_its_time(statement: &Value, session: &SessionRecord) -> i64 {
     time_charge(duration)
 }
 
+/// Asserts every one of `sessions` is on the statement with the time charge of its duration,
+/// and that the statement's total is their sum (nothing else was billed).
+fn totals_are_the_time_charges(statement: &Value, sessions: &[&SessionRecord]) {
+    let total: i64 = sessions
+        .iter()
+        .map(|s| billed_for_its_time(statement, s))
+        .sum();
+    assert_eq!(
+        statement["totals"],
+        json!([{"currency": "EUR", "amount": total}])
+    );
+}
+
 /// The `message/sipfrag` bodies of the NOTIFYs in a sipp message log, in order, each once
 /// (a NOTIFY retransmitted over UDP on a busy machine is the same fragment again).
 fn notify_fragments(log: &str) -> Vec<String> {
@@ -433,11 +446,7 @@ async fn refer_to_service2(tcp: bool) {
         "the first session went on during the second: {rows:#?}"
     );
     let statement = world.statement().await;
-    let total = billed_for_its_time(&statement, first) + billed_for_its_time(&statement, second);
-    assert_eq!(
-        statement["totals"],
-        json!([{"currency": "EUR", "amount": total}])
-    );
+    totals_are_the_time_charges(&statement, &[first, second]);
     world.relay.relay.shutdown().await;
 }
 
@@ -522,11 +531,7 @@ async fn new_invite_for_service2(tcp: bool) {
     );
     let statement = world.statement().await;
     assert_eq!(statement["sessions"].as_array().unwrap().len(), 2);
-    let total = billed_for_its_time(&statement, first) + billed_for_its_time(&statement, second);
-    assert_eq!(
-        statement["totals"],
-        json!([{"currency": "EUR", "amount": total}])
-    );
+    totals_are_the_time_charges(&statement, &[first, second]);
     world.relay.relay.shutdown().await;
 }
 
@@ -542,10 +547,25 @@ async fn a_new_invite_for_service2_while_in_service1_puts_both_on_the_statement_
 
 // -------------------------------------------------------------------- fork
 
+/// One call by alice (sipp `client`) to service1 forked as `mode` to `shops`: every sipp run
+/// must pass. Returns the world, the client's run, and the session rows, one per shop, ended.
+async fn fork_call(
+    mode: ForkMode,
+    tcp: bool,
+    shops: &[Shop<'_>],
+    client: &str,
+) -> (World, SippRun, Vec<SessionRecord>) {
+    require_sipp();
+    let (world, sipps) = relay_with_shops(mode, tcp, shops).await;
+    let client = world.client(client, &[]);
+    let (client_run, _) = all_pass(client, sipps).await;
+    let rows = world.ended_sessions(shops.len()).await;
+    (world, client_run, rows)
+}
+
 /// Three bookstores: one busy (486), one answering after 200 ms, one ringing for ever.
 async fn first_answer_wins(tcp: bool) {
-    require_sipp();
-    let (world, shops) = relay_with_shops(
+    let (world, client_run, rows) = fork_call(
         ForkMode::FirstAnswer,
         tcp,
         &[
@@ -553,17 +573,15 @@ async fn first_answer_wins(tcp: bool) {
             shop("uas_answer.xml", &["-set", "answer_after", "200"]),
             shop("uas_ring_cancel.xml", &[]),
         ],
+        "uac_auth.xml",
     )
     .await;
-    let client = world.client("uac_auth.xml", &[]);
-    let (client_run, _) = all_pass(client, shops).await;
     assert!(
         !client_run.messages.contains("486 Busy"),
         "{}",
         client_run.messages
     );
 
-    let rows = world.ended_sessions(3).await;
     let busy = by_app_server(&rows, "shop1");
     let won = by_app_server(&rows, "shop2");
     let ringing = by_app_server(&rows, "shop3");
@@ -586,11 +604,7 @@ async fn first_answer_wins(tcp: bool) {
         .filter(|s| s.get("time_charge").is_some())
         .collect();
     assert_eq!(billed.len(), 1, "only the answer is billed: {statement:#}");
-    let total = billed_for_its_time(&statement, won);
-    assert_eq!(
-        statement["totals"],
-        json!([{"currency": "EUR", "amount": total}])
-    );
+    totals_are_the_time_charges(&statement, &[won]);
     world.relay.relay.shutdown().await;
 }
 
@@ -607,20 +621,16 @@ async fn first_answer_wins_over_a_486_and_a_ringing_branch_over_tcp() {
 /// Two bookstores both answer at once, neither is cancelled; the user keeps one for a second
 /// and leaves the other at once.
 async fn all_answers(tcp: bool) {
-    require_sipp();
-    let (world, shops) = relay_with_shops(
+    let (world, _, rows) = fork_call(
         ForkMode::AllAnswers,
         tcp,
         &[
             shop("uas_answer.xml", &["-set", "answer_after", "0"]),
             shop("uas_answer.xml", &["-set", "answer_after", "0"]),
         ],
+        "uac_two_answers.xml",
     )
     .await;
-    let client = world.client("uac_two_answers.xml", &[]);
-    all_pass(client, shops).await;
-
-    let rows = world.ended_sessions(2).await;
     let (a, b) = (by_app_server(&rows, "shop1"), by_app_server(&rows, "shop2"));
     let (kept, left) = if a.duration_ms > b.duration_ms {
         (a, b)
@@ -632,11 +642,7 @@ async fn all_answers(tcp: bool) {
         "the user stayed a second longer with one: {rows:#?}"
     );
     let statement = world.statement().await;
-    let total = billed_for_its_time(&statement, kept) + billed_for_its_time(&statement, left);
-    assert_eq!(
-        statement["totals"],
-        json!([{"currency": "EUR", "amount": total}])
-    );
+    totals_are_the_time_charges(&statement, &[kept, left]);
     world.relay.relay.shutdown().await;
 }
 
@@ -652,16 +658,13 @@ async fn all_answers_gives_two_sessions_each_billed_for_its_time_over_tcp() {
 
 /// 503 and 486: the caller gets 486 (RFC 3261 §16.7), nobody is billed.
 async fn every_branch_fails(tcp: bool) {
-    require_sipp();
-    let (world, shops) = relay_with_shops(
+    let (world, _, rows) = fork_call(
         ForkMode::FirstAnswer,
         tcp,
         &[shop("uas_503.xml", &[]), shop("uas_486.xml", &[])],
+        "uac_auth_486.xml",
     )
     .await;
-    let client = world.client("uac_auth_486.xml", &[]);
-    all_pass(client, shops).await;
-    let rows = world.ended_sessions(2).await;
     assert_eq!(by_app_server(&rows, "shop1").final_status, Some(503));
     assert_eq!(by_app_server(&rows, "shop2").final_status, Some(486));
     assert!(rows.iter().all(|r| r.state == SessionState::Failed));
@@ -682,19 +685,16 @@ async fn when_every_branch_fails_the_caller_gets_the_best_answer_over_tcp() {
 
 /// Serial: the second application server is asked only once the first has failed.
 async fn serial_falls_over(tcp: bool) {
-    require_sipp();
-    let (world, shops) = relay_with_shops(
+    let (world, _, rows) = fork_call(
         ForkMode::Serial,
         tcp,
         &[
             shop("uas_503.xml", &[]),
             shop("uas_answer.xml", &["-set", "answer_after", "0"]),
         ],
+        "uac_auth.xml",
     )
     .await;
-    let client = world.client("uac_auth.xml", &[]);
-    all_pass(client, shops).await;
-    let rows = world.ended_sessions(2).await;
     let (first, second) = (by_app_server(&rows, "shop1"), by_app_server(&rows, "shop2"));
     assert_eq!(
         (first.state, first.final_status),
