@@ -23,6 +23,7 @@ use common::relay::{
     free_port, sessions_after_shutdown, start_forking_relay, Seed, TestRelay, DOMAIN, OPERATOR_KEY,
 };
 use common::sipp::{require_sipp, scenario, uas_uri, wait_for_tcp, Sipp, SippRun};
+use common::wait;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -209,8 +210,7 @@ impl World {
 
     /// Waits until the relay has recorded `n` sessions and every one has ended.
     async fn ended_sessions(&self, n: usize) -> Vec<SessionRecord> {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
+        wait::until(&format!("{n} ended sessions"), || async {
             let rows = self
                 .relay
                 .store
@@ -221,14 +221,12 @@ impl World {
                 .await
                 .expect("sessions");
             if rows.len() == n && rows.iter().all(|r| r.ended_at.is_some()) {
-                return rows;
+                Ok(rows)
+            } else {
+                Err(format!("{rows:#?}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "expected {n} ended sessions, have {rows:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await
     }
 
     async fn statement(&self) -> Value {
@@ -771,18 +769,15 @@ async fn charges_over_sip(tcp: bool) {
     let rows = world.ended_sessions(1).await;
     let session = &rows[0];
     // The 200 to BYE is written after the session ends: wait for its charges too.
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let statement = loop {
+    let statement = wait::until("all three charges on the statement", || async {
         let statement = world.statement().await;
         if statement["charges"].as_array().map_or(0, Vec::len) >= 3 {
-            break statement;
+            Ok(statement)
+        } else {
+            Err(format!("{statement:#}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the charges never all landed: {statement:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     let mut items: Vec<_> = statement["charges"]
         .as_array()
         .unwrap()

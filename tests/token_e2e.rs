@@ -19,6 +19,7 @@ use common::raw::{self, Peer, RawUdp, LIMIT};
 use common::relay::{free_port, start_relay, Seed, TestRelay, OPERATOR_KEY};
 use common::sipp::{require_sipp, uas_uri, Sipp};
 use common::tools::{missing, venv};
+use common::wait;
 use jsonwebtoken::jwk::JwkSet;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -312,16 +313,15 @@ async fn introspection_is_active_during_the_call_and_inactive_after_bye() {
     assert_eq!(raw::status(&bye_ok), Some(200), "{bye_ok}");
     // The relay relays the 200 for the BYE first and records the end through its
     // group-commit writer right after: the sync point is the session row saying so (bounded).
-    let mut polls = 0;
-    let ended = loop {
+    let ended = wait::until("the session ends", || async {
         let row = relay.store.get_session(&sid).await.unwrap();
         if row.state == SessionState::Terminated {
-            break row;
+            Ok(row)
+        } else {
+            Err(format!("{row:?}"))
         }
-        polls += 1;
-        assert!(polls < 1000, "the session never ended: {row:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    })
+    .await;
     assert_eq!(ended.ended_by.as_deref(), Some("caller"), "{ended:?}");
 
     for key in [shop1_key.as_str(), other_key.as_str(), OPERATOR_KEY] {
