@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-${FUZZ_SECS:-120}}"
+# libtest prints each test's output on its `test name ... ` line, hence -o, not ^fuzz.
 TOLLGATE_FUZZ_MS=$((secs * 1000)) cargo test --release --test fuzz -- --nocapture --test-threads 1 2>&1 |
-  grep -E '^fuzz |test result|panicked'
+  grep -oE 'fuzz [a-z ]+: [0-9]+ cases, [0-9]+ panics|test result: .*|panicked.*'

@@ -9,6 +9,8 @@
 //! / `TOLLGATE_API_RATE_LIMIT_PER_SECOND`, `[api] rate_limit_burst` /
 //! `TOLLGATE_API_RATE_LIMIT_BURST`.
 //! `[api] key_grace_secs` / `TOLLGATE_API_KEY_GRACE_SECS`.
+//! Session tokens: `[tokens] key_encryption_key` / `TOLLGATE_KEY_ENCRYPTION_KEY` (the
+//! environment wins, as everywhere).
 //! Billing: `[billing] charge_grace_secs` / `TOLLGATE_BILLING_CHARGE_GRACE_SECS`. Webhooks:
 //! `[webhooks] max_age_secs` / `TOLLGATE_WEBHOOKS_MAX_AGE_SECS`, `[webhooks]
 //! secret_grace_secs` / `TOLLGATE_WEBHOOKS_SECRET_GRACE_SECS`.
@@ -263,6 +265,10 @@ pub struct TokensConfig {
     pub algorithm: String,
     /// How long a retired signing key stays published, in seconds.
     pub retired_grace_secs: u64,
+    /// The key that encrypts the private signing keys in the database: the base64 of 32
+    /// random bytes (`tollgate keys generate-kek`, `openssl rand -base64 32`). Unset, they are
+    /// stored in the clear and the relay warns at start. Every node needs the same one.
+    pub key_encryption_key: Option<Secret>,
 }
 
 impl Default for TokensConfig {
@@ -271,6 +277,7 @@ impl Default for TokensConfig {
             ttl_secs: 300,
             algorithm: "ES256".into(),
             retired_grace_secs: 24 * 60 * 60,
+            key_encryption_key: None,
         }
     }
 }
@@ -496,6 +503,9 @@ impl Config {
         if let Some(v) = get("TOLLGATE_HTTP_LISTEN") {
             self.http.listen = parse("TOLLGATE_HTTP_LISTEN", &v)?;
         }
+        if let Some(v) = get("TOLLGATE_KEY_ENCRYPTION_KEY") {
+            self.tokens.key_encryption_key = Some(Secret::new(v));
+        }
         if let Some(v) = get("TOLLGATE_OPERATOR_KEY") {
             self.api.operator_key = Some(Secret::new(v));
         }
@@ -563,6 +573,26 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<Config>("[sip]\ndomian = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn the_key_encryption_key_comes_from_the_file_and_the_environment_wins() {
+        let mut c: Config =
+            toml::from_str("[tokens]\nkey_encryption_key = \"from-file\"\n").unwrap();
+        let kek = |c: &Config| {
+            c.tokens
+                .key_encryption_key
+                .as_ref()
+                .map(|s| s.expose().to_owned())
+        };
+        assert_eq!(kek(&c).as_deref(), Some("from-file"));
+        c.apply_env(|_| None).unwrap();
+        assert_eq!(kek(&c).as_deref(), Some("from-file"));
+        c.apply_env(|n| (n == "TOLLGATE_KEY_ENCRYPTION_KEY").then(|| "from-env".into()))
+            .unwrap();
+        assert_eq!(kek(&c).as_deref(), Some("from-env"));
+        assert!(!format!("{c:?}").contains("from-env"));
+        assert_eq!(kek(&Config::default()), None);
     }
 
     #[test]

@@ -219,6 +219,9 @@ enum KeysAction {
     /// Promote the next key to current, retire the current one (still published for the grace
     /// period, so tokens it signed keep verifying) and generate a new next key.
     Rotate,
+    /// Print a new key-encryption key (the base64 of 32 random bytes) for `[tokens]
+    /// key_encryption_key` or TOLLGATE_KEY_ENCRYPTION_KEY; it reads no configuration.
+    GenerateKek,
 }
 
 #[derive(Subcommand)]
@@ -254,6 +257,14 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Openapi = cli.command {
         // Needs no configuration and no database: the document is generated from the code.
         print!("{}", tollgate::api::openapi_json());
+        return Ok(());
+    }
+    if let Command::Keys {
+        action: KeysAction::GenerateKek,
+    } = cli.command
+    {
+        // Needs no configuration either: it only draws 32 random bytes.
+        println!("{}", tollgate::tokens::KeyEncryptionKey::generate_base64());
         return Ok(());
     }
     let command = match cli.command {
@@ -299,6 +310,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Shop { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Serve { demo } => serve(config, demo).await,
         Command::Openapi => unreachable!("handled before the configuration is loaded"),
+        Command::Keys {
+            action: KeysAction::GenerateKek,
+        } => unreachable!("handled before the configuration is loaded"),
         Command::Migrate => {
             Store::connect(&config.database.url).await?;
             println!("migrations applied to {}", config.database.url);

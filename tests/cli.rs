@@ -6,7 +6,7 @@ mod common;
 use common::process::Node;
 use common::raw::LIMIT;
 use common::relay::free_port;
-use common::sipp::{sipp_available, Sipp};
+use common::sipp::{require_sipp, Sipp};
 
 #[tokio::test]
 async fn admin_commands_store_the_directory_and_refuse_bad_input() {
@@ -55,9 +55,7 @@ async fn admin_commands_store_the_directory_and_refuse_bad_input() {
 
 #[tokio::test]
 async fn call_command_reaches_the_service_and_reports_refusals() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let node = Node::new(None, None, "");
     let app_port = free_port();
     node.seed(app_port).await;
@@ -83,4 +81,82 @@ async fn call_command_reaches_the_service_and_reports_refusals() {
         "the SIP status is in the message: {out}"
     );
     relay.child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn keys_at_rest_generate_kek_and_a_refused_start() {
+    use base64::Engine as _;
+    use tollgate::tokens::SEALED_PREFIX;
+
+    // `keys generate-kek` needs no configuration and prints a fresh 32-byte key each time.
+    let node = Node::new(None, None, "");
+    let (ok, first) = node.run(&["keys", "generate-kek"]).await;
+    assert!(ok, "{first}");
+    let kek = first.trim();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(kek);
+    assert_eq!(decoded.map(|b| b.len()).ok(), Some(32), "{first}");
+    let (_, second) = node.run(&["keys", "generate-kek"]).await;
+    assert_ne!(second.trim(), kek);
+
+    // With it configured, `keys rotate` stores every private key sealed.
+    let config = |kek: &str| {
+        format!(
+            "{}[tokens]\nkey_encryption_key = \"{kek}\"\n",
+            bare_config(&node)
+        )
+    };
+    std::fs::write(&node.config, config(kek)).unwrap();
+    let (ok, out) = node.run(&["keys", "rotate"]).await;
+    assert!(ok, "{out}");
+    let store = tollgate::store::Store::connect(&node.database_url)
+        .await
+        .unwrap();
+    let stored = store.signing_keys().await.unwrap();
+    assert_eq!(stored.len(), 3, "current, next and retired");
+    assert!(stored
+        .iter()
+        .all(|k| k.private_key.starts_with(SEALED_PREFIX)));
+
+    // Another key, a key of the wrong length, or none at all: refused at once, precisely.
+    let other = second.trim();
+    for (text, needles) in [
+        (
+            config(other),
+            vec!["does not decrypt", stored[0].kid.as_str()],
+        ),
+        (
+            config("c2hvcnQ="),
+            vec!["[tokens] key_encryption_key", "decodes to 5 bytes"],
+        ),
+        (
+            bare_config(&node),
+            vec!["encrypted at rest", "TOLLGATE_KEY_ENCRYPTION_KEY"],
+        ),
+    ] {
+        std::fs::write(&node.config, &text).unwrap();
+        for command in [&["keys", "rotate"][..], &["serve"][..]] {
+            let (ok, out) = tokio::time::timeout(LIMIT, node.run(command))
+                .await
+                .unwrap_or_else(|_| panic!("{command:?} started with {text}"));
+            assert!(!ok, "{command:?} with {text}: {out}");
+            for needle in &needles {
+                assert!(out.contains(needle), "{command:?}: {needle:?} not in {out}");
+            }
+            assert!(!out.contains("panicked"), "{out}");
+        }
+    }
+    assert_eq!(
+        store.signing_keys().await.unwrap().len(),
+        3,
+        "nothing written"
+    );
+}
+
+/// `node`'s database and listeners on port 0, nothing else.
+fn bare_config(node: &Node) -> String {
+    format!(
+        "[database]\nurl = \"{}\"\n[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n",
+        node.database_url
+    )
 }

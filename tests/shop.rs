@@ -7,10 +7,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::raw::{self, RawUdp};
 use common::relay::{start_forking_relay, Seed, TestRelay, OPERATOR_KEY};
+use common::wait;
 use reqwest::redirect::Policy;
 use tollgate::clock::{Clock, ManualClock, SystemClock};
 use tollgate::shop::{self, Shop, ShopConfig};
@@ -187,9 +187,10 @@ async fn the_shop_answers_lets_its_token_in_and_sells_with_idempotent_charges() 
     let done = raw::next_where(&client, |m| raw::status(m).is_some_and(|s| s >= 200)).await;
     assert_eq!(raw::status(&done), Some(200), "{done}");
 
-    // The relay records the BYE's charges after relaying the 200: wait for the third charge.
+    // The relay records the BYE's charges after relaying the 200, in a task of its own that
+    // tells nobody: wait until the REST API lists the third charge.
     let sid = body["session_id"].as_str().unwrap();
-    let charges = loop {
+    let charges = wait::until("the charges in the 200 to BYE are recorded", || async {
         let list: serde_json::Value = browser()
             .get(format!(
                 "http://{}/v1/sessions/{sid}/charges",
@@ -204,10 +205,12 @@ async fn the_shop_answers_lets_its_token_in_and_sells_with_idempotent_charges() 
             .unwrap();
         let items = list["items"].as_array().unwrap().clone();
         if items.len() >= 3 {
-            break items;
+            Ok(items)
+        } else {
+            Err(list.to_string())
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     let mut sold: Vec<(String, String)> = charges
         .iter()
         .map(|c| {

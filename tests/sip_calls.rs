@@ -3,16 +3,14 @@
 mod common;
 
 use common::relay::{free_port, start_relay, Seed};
-use common::sipp::{sipp_available, uas_uri, wait_for_tcp, Sipp};
+use common::sipp::{require_sipp, uas_uri, wait_for_tcp, Sipp};
 use std::time::Duration;
 use tollgate::store::{SessionFilter, SessionState};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
 async fn calls_with_digest_auth_all_succeed(tcp: bool, calls: u32) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let uas_port = free_port();
     let relay = start_relay(Seed {
         app_servers: vec![uas_uri(uas_port, tcp)],

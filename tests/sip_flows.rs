@@ -12,7 +12,7 @@ mod common;
 
 use common::raw::{self, Peer, RawUdp};
 use common::relay::{free_port, sessions_after_shutdown, start_relay, Seed, TestRelay};
-use common::sipp::{sipp_available, uas_uri, wait_for_tcp, Sipp, SippRun};
+use common::sipp::{require_sipp, uas_uri, wait_for_tcp, Sipp, SippRun};
 use rand::Rng;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -95,9 +95,7 @@ async fn unanswered_call_is_recorded(
     state: SessionState,
     status: u16,
 ) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (relay, uas) = relay_with_uas(uas_scenario, 1, tcp).await;
     let uac = Sipp::uac(uac_scenario, relay_addr(&relay, tcp), 1, 1, tcp, &[]);
     let uac_run = uac.finish(LIMIT).await;
@@ -144,9 +142,7 @@ async fn app_server_503_reaches_the_client_as_500_and_fails_the_session_over_tcp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_service_gets_404_and_records_no_session() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let relay = relay_without_uas().await;
     let uac = Sipp::uac_for(
         "nosuchservice",
@@ -182,9 +178,7 @@ async fn unknown_service_gets_404_and_records_no_session() {
 /// message log, and the wrong-password call's Call-ID is not there (the relay sends to it in
 /// order, so a forwarded INVITE would have arrived before the correct call's).
 async fn wrong_password_is_refused_and_never_forwarded(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (relay, uas) = relay_with_uas("uas.xml", 1, tcp).await;
     let target = relay_addr(&relay, tcp);
     let wrong = Sipp::uac(
@@ -280,9 +274,7 @@ async fn cancel_while_ringing_gets_487_and_a_cancelled_session_over_tcp() {
 /// challenge included), so the hop check comes before authentication.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_forwards_zero_gets_483_before_authentication() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let relay = relay_without_uas().await;
     let run = Sipp::uac("uac_maxfwd0.xml", relay.udp(), 1, 1, false, &[])
         .finish(LIMIT)
@@ -323,9 +315,7 @@ fn options_to_relay(peer: &RawUdp, relay: SocketAddr, call_id: &str) -> String {
 /// the relay answers OPTIONS addressed to itself with 200, and a full call still succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_truncated_datagrams_change_nothing_and_the_next_call_succeeds() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (relay, uas) = relay_with_uas("uas.xml", 1, false).await;
     let relay_udp = relay.udp();
     let peer = RawUdp::bind().await;
@@ -414,9 +404,7 @@ async fn garbage_and_truncated_datagrams_change_nothing_and_the_next_call_succee
 /// The scenario checks every 200's Contact list; the store ends with no binding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_refresh_and_unregister_leave_no_binding() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let relay = start_relay(Seed {
         app_servers: Vec::new(),
     })
@@ -444,9 +432,7 @@ async fn register_refresh_and_unregister_leave_no_binding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_registration_leaves_one_binding_for_an_hour() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let relay = start_relay(Seed {
         app_servers: Vec::new(),
     })
@@ -480,9 +466,7 @@ async fn one_registration_leaves_one_binding_for_an_hour() {
 // -------------------------------------------------------------------- 8. the app server hangs up
 
 async fn app_server_bye_ends_the_session(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (relay, uas) = relay_with_uas("uas_bye.xml", 1, tcp).await;
     let uac = Sipp::uac(
         "uac_auth_wait_bye.xml",

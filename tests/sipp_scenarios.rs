@@ -22,7 +22,8 @@ mod common;
 use common::relay::{
     free_port, sessions_after_shutdown, start_forking_relay, Seed, TestRelay, DOMAIN, OPERATOR_KEY,
 };
-use common::sipp::{scenario, sipp_available, uas_uri, wait_for_tcp, Sipp, SippRun};
+use common::sipp::{require_sipp, scenario, uas_uri, wait_for_tcp, Sipp, SippRun};
+use common::wait;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -209,8 +210,7 @@ impl World {
 
     /// Waits until the relay has recorded `n` sessions and every one has ended.
     async fn ended_sessions(&self, n: usize) -> Vec<SessionRecord> {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
+        wait::until(&format!("{n} ended sessions"), || async {
             let rows = self
                 .relay
                 .store
@@ -221,14 +221,12 @@ impl World {
                 .await
                 .expect("sessions");
             if rows.len() == n && rows.iter().all(|r| r.ended_at.is_some()) {
-                return rows;
+                Ok(rows)
+            } else {
+                Err(format!("{rows:#?}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "expected {n} ended sessions, have {rows:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await
     }
 
     async fn statement(&self) -> Value {
@@ -278,6 +276,19 @@ fn billed_for_its_time(statement: &Value, session: &SessionRecord) -> i64 {
     time_charge(duration)
 }
 
+/// Asserts every one of `sessions` is on the statement with the time charge of its duration,
+/// and that the statement's total is their sum (nothing else was billed).
+fn totals_are_the_time_charges(statement: &Value, sessions: &[&SessionRecord]) {
+    let total: i64 = sessions
+        .iter()
+        .map(|s| billed_for_its_time(statement, s))
+        .sum();
+    assert_eq!(
+        statement["totals"],
+        json!([{"currency": "EUR", "amount": total}])
+    );
+}
+
 /// The `message/sipfrag` bodies of the NOTIFYs in a sipp message log, in order, each once
 /// (a NOTIFY retransmitted over UDP on a busy machine is the same fragment again).
 fn notify_fragments(log: &str) -> Vec<String> {
@@ -303,9 +314,7 @@ const TOLERANT: [&str; 2] = ["-default_behaviors", "all,-abortunexp"];
 
 /// One session, changed five times from both sides; one change refused, one glare.
 async fn changes_from_both_sides(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, shops) =
         relay_with_shops(ForkMode::FirstAnswer, tcp, &[shop("uas_changes.xml", &[])]).await;
     let client = world.client("uac_changes.xml", &[]);
@@ -360,9 +369,7 @@ async fn reinvite_update_refusal_and_glare_from_both_sides_over_tcp() {
 // -------------------------------------------------------------------- transfer
 
 async fn refer_to_service2(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, mut shops) = relay_with_shops(
         ForkMode::FirstAnswer,
         tcp,
@@ -437,11 +444,7 @@ async fn refer_to_service2(tcp: bool) {
         "the first session went on during the second: {rows:#?}"
     );
     let statement = world.statement().await;
-    let total = billed_for_its_time(&statement, first) + billed_for_its_time(&statement, second);
-    assert_eq!(
-        statement["totals"],
-        json!([{"currency": "EUR", "amount": total}])
-    );
+    totals_are_the_time_charges(&statement, &[first, second]);
     world.relay.relay.shutdown().await;
 }
 
@@ -456,9 +459,7 @@ async fn refer_to_service2_notifies_and_bills_two_sessions_over_tcp() {
 }
 
 async fn refer_to_unknown_service(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, shops) = relay_with_shops(
         ForkMode::FirstAnswer,
         tcp,
@@ -501,9 +502,7 @@ async fn refer_to_an_unknown_service_ends_with_notify_404_over_tcp() {
 
 /// Issue 10 item 3: a new INVITE for service2 while the user is in service1.
 async fn new_invite_for_service2(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let answer = shop("uas_answer.xml", &["-set", "answer_after", "0"]);
     let (world, mut shops) =
         relay_with_shops(ForkMode::FirstAnswer, tcp, std::slice::from_ref(&answer)).await;
@@ -530,11 +529,7 @@ async fn new_invite_for_service2(tcp: bool) {
     );
     let statement = world.statement().await;
     assert_eq!(statement["sessions"].as_array().unwrap().len(), 2);
-    let total = billed_for_its_time(&statement, first) + billed_for_its_time(&statement, second);
-    assert_eq!(
-        statement["totals"],
-        json!([{"currency": "EUR", "amount": total}])
-    );
+    totals_are_the_time_charges(&statement, &[first, second]);
     world.relay.relay.shutdown().await;
 }
 
@@ -550,12 +545,25 @@ async fn a_new_invite_for_service2_while_in_service1_puts_both_on_the_statement_
 
 // -------------------------------------------------------------------- fork
 
+/// One call by alice (sipp `client`) to service1 forked as `mode` to `shops`: every sipp run
+/// must pass. Returns the world, the client's run, and the session rows, one per shop, ended.
+async fn fork_call(
+    mode: ForkMode,
+    tcp: bool,
+    shops: &[Shop<'_>],
+    client: &str,
+) -> (World, SippRun, Vec<SessionRecord>) {
+    require_sipp();
+    let (world, sipps) = relay_with_shops(mode, tcp, shops).await;
+    let client = world.client(client, &[]);
+    let (client_run, _) = all_pass(client, sipps).await;
+    let rows = world.ended_sessions(shops.len()).await;
+    (world, client_run, rows)
+}
+
 /// Three bookstores: one busy (486), one answering after 200 ms, one ringing for ever.
 async fn first_answer_wins(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
-    let (world, shops) = relay_with_shops(
+    let (world, client_run, rows) = fork_call(
         ForkMode::FirstAnswer,
         tcp,
         &[
@@ -563,17 +571,15 @@ async fn first_answer_wins(tcp: bool) {
             shop("uas_answer.xml", &["-set", "answer_after", "200"]),
             shop("uas_ring_cancel.xml", &[]),
         ],
+        "uac_auth.xml",
     )
     .await;
-    let client = world.client("uac_auth.xml", &[]);
-    let (client_run, _) = all_pass(client, shops).await;
     assert!(
         !client_run.messages.contains("486 Busy"),
         "{}",
         client_run.messages
     );
 
-    let rows = world.ended_sessions(3).await;
     let busy = by_app_server(&rows, "shop1");
     let won = by_app_server(&rows, "shop2");
     let ringing = by_app_server(&rows, "shop3");
@@ -596,11 +602,7 @@ async fn first_answer_wins(tcp: bool) {
         .filter(|s| s.get("time_charge").is_some())
         .collect();
     assert_eq!(billed.len(), 1, "only the answer is billed: {statement:#}");
-    let total = billed_for_its_time(&statement, won);
-    assert_eq!(
-        statement["totals"],
-        json!([{"currency": "EUR", "amount": total}])
-    );
+    totals_are_the_time_charges(&statement, &[won]);
     world.relay.relay.shutdown().await;
 }
 
@@ -617,22 +619,16 @@ async fn first_answer_wins_over_a_486_and_a_ringing_branch_over_tcp() {
 /// Two bookstores both answer at once, neither is cancelled; the user keeps one for a second
 /// and leaves the other at once.
 async fn all_answers(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
-    let (world, shops) = relay_with_shops(
+    let (world, _, rows) = fork_call(
         ForkMode::AllAnswers,
         tcp,
         &[
             shop("uas_answer.xml", &["-set", "answer_after", "0"]),
             shop("uas_answer.xml", &["-set", "answer_after", "0"]),
         ],
+        "uac_two_answers.xml",
     )
     .await;
-    let client = world.client("uac_two_answers.xml", &[]);
-    all_pass(client, shops).await;
-
-    let rows = world.ended_sessions(2).await;
     let (a, b) = (by_app_server(&rows, "shop1"), by_app_server(&rows, "shop2"));
     let (kept, left) = if a.duration_ms > b.duration_ms {
         (a, b)
@@ -644,11 +640,7 @@ async fn all_answers(tcp: bool) {
         "the user stayed a second longer with one: {rows:#?}"
     );
     let statement = world.statement().await;
-    let total = billed_for_its_time(&statement, kept) + billed_for_its_time(&statement, left);
-    assert_eq!(
-        statement["totals"],
-        json!([{"currency": "EUR", "amount": total}])
-    );
+    totals_are_the_time_charges(&statement, &[kept, left]);
     world.relay.relay.shutdown().await;
 }
 
@@ -664,18 +656,13 @@ async fn all_answers_gives_two_sessions_each_billed_for_its_time_over_tcp() {
 
 /// 503 and 486: the caller gets 486 (RFC 3261 §16.7), nobody is billed.
 async fn every_branch_fails(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
-    let (world, shops) = relay_with_shops(
+    let (world, _, rows) = fork_call(
         ForkMode::FirstAnswer,
         tcp,
         &[shop("uas_503.xml", &[]), shop("uas_486.xml", &[])],
+        "uac_auth_486.xml",
     )
     .await;
-    let client = world.client("uac_auth_486.xml", &[]);
-    all_pass(client, shops).await;
-    let rows = world.ended_sessions(2).await;
     assert_eq!(by_app_server(&rows, "shop1").final_status, Some(503));
     assert_eq!(by_app_server(&rows, "shop2").final_status, Some(486));
     assert!(rows.iter().all(|r| r.state == SessionState::Failed));
@@ -696,21 +683,16 @@ async fn when_every_branch_fails_the_caller_gets_the_best_answer_over_tcp() {
 
 /// Serial: the second application server is asked only once the first has failed.
 async fn serial_falls_over(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
-    let (world, shops) = relay_with_shops(
+    let (world, _, rows) = fork_call(
         ForkMode::Serial,
         tcp,
         &[
             shop("uas_503.xml", &[]),
             shop("uas_answer.xml", &["-set", "answer_after", "0"]),
         ],
+        "uac_auth.xml",
     )
     .await;
-    let client = world.client("uac_auth.xml", &[]);
-    all_pass(client, shops).await;
-    let rows = world.ended_sessions(2).await;
     let (first, second) = (by_app_server(&rows, "shop1"), by_app_server(&rows, "shop2"));
     assert_eq!(
         (first.state, first.final_status),
@@ -741,9 +723,7 @@ const INFO_CHARGES: &str =
 const BYE_CHARGES: &str = r#"{"charges":[{"description":"cheese","unit_amount":450,"quantity":2,"currency":"EUR"},{"description":"bread","unit_amount":300,"quantity":1,"currency":"EUR"}]}"#;
 
 async fn charges_over_sip(tcp: bool) {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let (world, shops) = relay_with_shops(
         ForkMode::FirstAnswer,
         tcp,
@@ -789,18 +769,15 @@ async fn charges_over_sip(tcp: bool) {
     let rows = world.ended_sessions(1).await;
     let session = &rows[0];
     // The 200 to BYE is written after the session ends: wait for its charges too.
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let statement = loop {
+    let statement = wait::until("all three charges on the statement", || async {
         let statement = world.statement().await;
         if statement["charges"].as_array().map_or(0, Vec::len) >= 3 {
-            break statement;
+            Ok(statement)
+        } else {
+            Err(format!("{statement:#}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the charges never all landed: {statement:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     let mut items: Vec<_> = statement["charges"]
         .as_array()
         .unwrap()

@@ -1,18 +1,22 @@
 //! Session-token signing keys against real databases: creation on first start, reloads,
-//! rotation with its grace period, and what the JWK set may contain. Every body runs on a
+//! rotation with its grace period, what the JWK set may contain, and private keys at rest
+//! (sealed with a key-encryption key, or in the clear with a warning). Every body runs on a
 //! fresh SQLite file and, when `TOLLGATE_TEST_POSTGRES_URL` is set (always under `CI=true`),
 //! on a fresh PostgreSQL database. Time moves through explicit `now_ms` arguments, never sleeps.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::db::on_both_engines;
 use p256::pkcs8::DecodePrivateKey as _;
-use sea_orm::ConnectionTrait as _;
+use sea_orm::{ConnectionTrait as _, Statement};
 use tollgate::store::{KeyStatus, Store};
 use tollgate::tokens::{
-    self, Algorithm, TokenConfig, TokenError, TokenIssuer, TokenVerifier, DEFAULT_RETIRED_GRACE,
+    self, Algorithm, KeyEncryptionKey, TokenConfig, TokenError, TokenIssuer, TokenVerifier,
+    DEFAULT_RETIRED_GRACE, SEALED_PREFIX,
 };
 
 on_both_engines!(
@@ -24,6 +28,11 @@ on_both_engines!(
     eddsa_is_selectable,
     jwks_never_contains_private_material,
     the_database_holds_one_current_and_one_next_key,
+    with_a_kek_private_keys_are_stored_sealed_and_survive_a_restart,
+    a_missing_or_wrong_kek_is_refused_naming_the_key_and_changes_nothing,
+    a_sealed_key_moved_to_another_row_does_not_open,
+    keys_stored_in_the_clear_are_sealed_in_place_once_a_kek_is_set,
+    without_a_kek_keys_are_stored_in_the_clear_with_one_warning,
 );
 
 const ISSUER: &str = "https://relay.example.com";
@@ -34,6 +43,77 @@ const MINUTE: i64 = 60_000;
 
 fn config() -> TokenConfig {
     TokenConfig::new(ISSUER)
+}
+
+fn new_kek() -> KeyEncryptionKey {
+    KeyEncryptionKey::from_base64(&KeyEncryptionKey::generate_base64()).unwrap()
+}
+
+fn sealed_with(kek: &KeyEncryptionKey) -> TokenConfig {
+    TokenConfig {
+        key_encryption_key: Some(kek.clone()),
+        ..config()
+    }
+}
+
+/// `(kid, private key column)` of every row, read with SQL rather than through the store.
+async fn stored_private_keys(store: &Store) -> Vec<(String, String)> {
+    let db = store.connection();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT kid, private_pem FROM signing_keys ORDER BY kid",
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r.try_get::<String>("", "kid").unwrap(),
+                r.try_get::<String>("", "private_pem").unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The log lines written on this thread while the returned guard lives (a `#[tokio::test]`
+/// runs on one thread).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The captured lines at `level` (`WARN`, `INFO`) that contain `text`.
+    fn lines(&self, level: &str, text: &str) -> Vec<String> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(level) && l.contains(text))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 fn kids(issuer: &TokenIssuer) -> Vec<String> {
@@ -287,7 +367,7 @@ async fn jwks_never_contains_private_material(store: Store, _url: String) {
     let stored = store.signing_keys().await.unwrap();
     assert_eq!(stored.len(), 3);
     for record in &stored {
-        let secret = p256::SecretKey::from_pkcs8_pem(&record.private_pem).unwrap();
+        let secret = p256::SecretKey::from_pkcs8_pem(&record.private_key).unwrap();
         let d = URL_SAFE_NO_PAD.encode(secret.to_bytes());
         assert!(!jwks.contains(&d));
         assert!(!record.public_jwk.contains(&d));
@@ -316,4 +396,195 @@ async fn the_database_holds_one_current_and_one_next_key(store: Store, _url: Str
         statuses,
         vec![KeyStatus::Current, KeyStatus::Next, KeyStatus::Retired]
     );
+}
+
+async fn with_a_kek_private_keys_are_stored_sealed_and_survive_a_restart(
+    store: Store,
+    url: String,
+) {
+    let kek = new_kek();
+    let (logs, _guard) = Logs::capture();
+    let issuer = TokenIssuer::load(&store, sealed_with(&kek), T0)
+        .await
+        .unwrap();
+    issuer.rotate(&store, T0 + MINUTE).await.unwrap();
+    assert!(logs.lines("WARN", "stored in the clear").is_empty());
+
+    // Current, next and retired: every row holds a sealed value, never the PEM or its body.
+    let stored = stored_private_keys(&store).await;
+    assert_eq!(stored.len(), 3);
+    for (kid, value) in &stored {
+        assert!(value.starts_with(SEALED_PREFIX), "{kid}: {value}");
+        assert!(!value.contains("PRIVATE KEY"), "{kid}: {value}");
+    }
+
+    // A restarted relay (a new connection pool) with the same key-encryption key signs with
+    // the same key; its tokens verify against the first relay's JWK set and the other way.
+    let token = mint(&issuer, T0 + MINUTE);
+    let reopened = Store::connect(&url).await.unwrap();
+    let restarted = TokenIssuer::load(&reopened, sealed_with(&kek), T0 + 2 * MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(restarted.current_kid(), issuer.current_kid());
+    let after = mint(&restarted, T0 + 2 * MINUTE);
+    assert!(shop_verifier(&issuer)
+        .verify(&after, T0 + 2 * MINUTE)
+        .is_ok());
+    assert!(shop_verifier(&restarted)
+        .verify(&token, T0 + 2 * MINUTE)
+        .is_ok());
+    assert_eq!(
+        stored_private_keys(&store).await,
+        stored,
+        "a restart rewrites nothing"
+    );
+}
+
+async fn a_missing_or_wrong_kek_is_refused_naming_the_key_and_changes_nothing(
+    store: Store,
+    _url: String,
+) {
+    let kek = new_kek();
+    TokenIssuer::load(&store, sealed_with(&kek), T0)
+        .await
+        .unwrap();
+    let before = stored_private_keys(&store).await;
+    let kids: Vec<String> = before.iter().map(|(kid, _)| kid.clone()).collect();
+
+    let wrong = sealed_with(&new_kek());
+    match TokenIssuer::load(&store, wrong.clone(), T0 + MINUTE).await {
+        Err(TokenError::KeyEncryptionKeyWrong { kid }) => {
+            assert!(kids.contains(&kid), "{kid} is not one of {kids:?}")
+        }
+        other => panic!("a wrong key-encryption key was not refused: {other:?}"),
+    }
+    match TokenIssuer::load(&store, config(), T0 + MINUTE).await {
+        Err(e @ TokenError::KeyEncryptionKeyMissing { .. }) => {
+            let text = e.to_string();
+            assert!(kids.iter().any(|k| text.contains(k.as_str())), "{text}");
+            assert!(text.contains("TOLLGATE_KEY_ENCRYPTION_KEY"), "{text}");
+        }
+        other => panic!("a sealed key opened without a key-encryption key: {other:?}"),
+    }
+    // `tollgate keys rotate` with either refuses before it writes a key the relays could not
+    // open.
+    assert!(matches!(
+        tokens::rotate(&store, &wrong, T0 + MINUTE).await,
+        Err(TokenError::KeyEncryptionKeyWrong { .. })
+    ));
+    assert!(matches!(
+        tokens::rotate(&store, &config(), T0 + MINUTE).await,
+        Err(TokenError::KeyEncryptionKeyMissing { .. })
+    ));
+    assert_eq!(stored_private_keys(&store).await, before);
+    assert!(TokenIssuer::load(&store, sealed_with(&kek), T0 + MINUTE)
+        .await
+        .is_ok());
+}
+
+async fn a_sealed_key_moved_to_another_row_does_not_open(store: Store, _url: String) {
+    let kek = new_kek();
+    let issuer = TokenIssuer::load(&store, sealed_with(&kek), T0)
+        .await
+        .unwrap();
+    let current = issuer.current_kid();
+    let stored = stored_private_keys(&store).await;
+    let (_, next_value) = stored.iter().find(|(kid, _)| *kid != current).unwrap();
+    // Someone with write access to the table swaps the next key's ciphertext onto the
+    // current row, hoping to sign with a key of their choosing.
+    let db = store.connection();
+    db.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        match db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => {
+                "UPDATE signing_keys SET private_pem = $1 WHERE kid = $2"
+            }
+            _ => "UPDATE signing_keys SET private_pem = ? WHERE kid = ?",
+        },
+        [next_value.clone().into(), current.clone().into()],
+    ))
+    .await
+    .unwrap();
+    assert!(matches!(
+        TokenIssuer::load(&store, sealed_with(&kek), T0).await,
+        Err(TokenError::KeyEncryptionKeyWrong { kid }) if kid == current
+    ));
+}
+
+async fn keys_stored_in_the_clear_are_sealed_in_place_once_a_kek_is_set(store: Store, url: String) {
+    // An install from before key-encryption keys: clear PEMs, and a token in a shop's hands.
+    let clear = TokenIssuer::load(&store, config(), T0).await.unwrap();
+    clear.rotate(&store, T0 + MINUTE).await.unwrap();
+    let token = mint(&clear, T0 + MINUTE);
+    let before = stored_private_keys(&store).await;
+    assert!(before.iter().all(|(_, v)| v.contains("PRIVATE KEY")));
+
+    // The operator sets a key-encryption key and restarts: every row is sealed in place, the
+    // keys themselves unchanged, and the start says so once.
+    let kek = new_kek();
+    let (logs, _guard) = Logs::capture();
+    let reopened = Store::connect(&url).await.unwrap();
+    let sealed = TokenIssuer::load(&reopened, sealed_with(&kek), T0 + 2 * MINUTE)
+        .await
+        .unwrap();
+    let after = stored_private_keys(&store).await;
+    assert_eq!(
+        after.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        before.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+    for (kid, value) in &after {
+        assert!(
+            value.starts_with(SEALED_PREFIX),
+            "{kid} still clear: {value}"
+        );
+    }
+    let announced = logs.lines("WARN", "encrypted token signing keys");
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert!(announced[0].contains("count=3"), "{}", announced[0]);
+    assert_eq!(sealed.current_kid(), clear.current_kid());
+    assert_eq!(sealed.jwks(), clear.jwks());
+    assert!(shop_verifier(&sealed)
+        .verify(&token, T0 + 2 * MINUTE)
+        .is_ok());
+    let new_token = mint(&sealed, T0 + 2 * MINUTE);
+    assert!(shop_verifier(&clear)
+        .verify(&new_token, T0 + 2 * MINUTE)
+        .is_ok());
+
+    // The next start finds nothing left to seal.
+    TokenIssuer::load(&store, sealed_with(&kek), T0 + 3 * MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(stored_private_keys(&store).await, after);
+    assert_eq!(logs.lines("WARN", "encrypted token signing keys").len(), 1);
+    assert!(
+        logs.lines("WARN", "stored in the clear").is_empty(),
+        "no clear-key warning with a KEK"
+    );
+}
+
+async fn without_a_kek_keys_are_stored_in_the_clear_with_one_warning(store: Store, _url: String) {
+    let (logs, _guard) = Logs::capture();
+    let issuer = TokenIssuer::load(&store, config(), T0).await.unwrap();
+    // Running on: reloads and a rotation do not repeat the warning.
+    issuer.reload(&store, T0 + MINUTE).await.unwrap();
+    issuer.rotate(&store, T0 + 2 * MINUTE).await.unwrap();
+    let token = mint(&issuer, T0 + 2 * MINUTE);
+    assert!(shop_verifier(&issuer)
+        .verify(&token, T0 + 2 * MINUTE)
+        .is_ok());
+
+    let warnings = logs.lines("WARN", "stored in the clear");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("TOLLGATE_KEY_ENCRYPTION_KEY"),
+        "{}",
+        warnings[0]
+    );
+    for (kid, value) in stored_private_keys(&store).await {
+        assert!(
+            value.starts_with("-----BEGIN PRIVATE KEY-----"),
+            "{kid}: {value}"
+        );
+    }
 }

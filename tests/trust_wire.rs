@@ -37,6 +37,16 @@ fn uas_uri(app: &impl Peer) -> String {
     }
 }
 
+/// A relay whose services are delivered by a raw UDP application server, and that server.
+async fn relay_with_raw_app() -> (TestRelay, RawUdp) {
+    let app = RawUdp::bind().await;
+    let relay = start_relay(Seed {
+        app_servers: vec![uas_uri(&app)],
+    })
+    .await;
+    (relay, app)
+}
+
 fn dropped(relay: &TestRelay, reason: &str) -> u64 {
     let text = relay.relay.metrics.render();
     let prefix = format!("tollgate_sip_responses_dropped_total{{reason=\"{reason}\"}} ");
@@ -103,11 +113,7 @@ async fn a_200_forged_from_another_connection_is_dropped_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_whose_top_via_is_not_ours_is_reflected_nowhere() {
-    let app = RawUdp::bind().await;
-    let relay = start_relay(Seed {
-        app_servers: vec![uas_uri(&app)],
-    })
-    .await;
+    let (relay, app) = relay_with_raw_app().await;
     let victim = RawUdp::bind().await;
     let forger = RawUdp::bind().await;
     let stray = raw::message(
@@ -145,11 +151,7 @@ async fn a_response_whose_top_via_is_not_ours_is_reflected_nowhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retransmitted_200_carries_the_url_and_token_like_the_first() {
-    let app = RawUdp::bind().await;
-    let relay = start_relay(Seed {
-        app_servers: vec![uas_uri(&app)],
-    })
-    .await;
+    let (relay, app) = relay_with_raw_app().await;
     let client = RawUdp::bind().await;
     raw::authenticated_invite(&client, relay.udp()).await;
     let (inv, relay_addr) = app.recv_within(LIMIT).await;
@@ -180,11 +182,7 @@ async fn a_retransmitted_200_carries_the_url_and_token_like_the_first() {
 
 #[tokio::test]
 async fn a_2xx_after_timer_c_still_reaches_the_caller_and_becomes_a_session() {
-    let app = RawUdp::bind().await;
-    let relay = start_relay(Seed {
-        app_servers: vec![uas_uri(&app)],
-    })
-    .await;
+    let (relay, app) = relay_with_raw_app().await;
     tokio::time::pause();
     let client = RawUdp::bind().await;
     let invite = raw::authenticated_invite(&client, relay.udp()).await;
@@ -229,11 +227,7 @@ async fn a_2xx_after_timer_c_still_reaches_the_caller_and_becomes_a_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2xx_racing_the_callers_cancel_is_relayed_and_becomes_a_session() {
-    let app = RawUdp::bind().await;
-    let relay = start_relay(Seed {
-        app_servers: vec![uas_uri(&app)],
-    })
-    .await;
+    let (relay, app) = relay_with_raw_app().await;
     let client = RawUdp::bind().await;
     let invite = raw::authenticated_invite(&client, relay.udp()).await;
     let (inv, relay_addr) = app.recv_within(LIMIT).await;
@@ -297,11 +291,7 @@ async fn a_2xx_racing_the_callers_cancel_is_relayed_and_becomes_a_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_client_gets_answers_and_the_shops_bye_down_its_own_connection() {
-    let app = RawUdp::bind().await;
-    let relay = start_relay(Seed {
-        app_servers: vec![uas_uri(&app)],
-    })
-    .await;
+    let (relay, app) = relay_with_raw_app().await;
     let client = RawTcp::connect(relay.tcp()).await;
     // An RFC 5626 keep-alive ping is answered with a pong.
     client.send_raw(b"\r\n\r\n").await;
@@ -408,6 +398,14 @@ async fn prack_and_an_early_update_pass_over_tcp() {
 
 const ELSEWHERE: [u8; 4] = [127, 0, 0, 2];
 
+/// alice, from her own address, is challenged and calls through with her password.
+async fn alice_calls_through(relay: &TestRelay, protocol: Protocol, app: &RawUdp) {
+    let (client, to) = client_for(relay, protocol).await;
+    let challenge = raw::challenge(&client, to).await;
+    let authorization = raw::credentials(&challenge, raw::SERVICE1, "secret", 1);
+    genuine_call(&client, to, app, &authorization).await;
+}
+
 /// A call with good credentials reaches the app server, which turns it down (486).
 async fn genuine_call(client: &Client, to: SocketAddr, app: &RawUdp, authorization: &str) {
     let req = raw::invite(
@@ -445,11 +443,7 @@ fn assert_fresh_challenge(answer: &str, old: &str) {
 }
 
 async fn captured_credentials_buy_nothing(protocol: Protocol) {
-    let app = RawUdp::bind().await;
-    let relay = start_relay(Seed {
-        app_servers: vec![uas_uri(&app)],
-    })
-    .await;
+    let (relay, app) = relay_with_raw_app().await;
     let (client, to) = client_for(&relay, protocol).await;
     let challenge = raw::challenge(&client, to).await;
     let captured = raw::credentials(&challenge, raw::SERVICE1, "secret", 1);
@@ -491,11 +485,7 @@ async fn captured_credentials_buy_nothing_over_tcp() {
 }
 
 async fn a_password_flood_does_not_stop_the_user_elsewhere(protocol: Protocol) {
-    let app = RawUdp::bind().await;
-    let relay = start_relay(Seed {
-        app_servers: vec![uas_uri(&app)],
-    })
-    .await;
+    let (relay, app) = relay_with_raw_app().await;
     // Wrong passwords for alice from one address until it is blocked.
     let (attacker, to) = client_from(&relay, protocol, ELSEWHERE.into()).await;
     let mut blocked = false;
@@ -525,15 +515,7 @@ async fn a_password_flood_does_not_stop_the_user_elsewhere(protocol: Protocol) {
     assert!(blocked, "the flooding address is blocked");
 
     // alice herself, from her own address, is not slowed.
-    let (client, to) = client_for(&relay, protocol).await;
-    let challenge = raw::challenge(&client, to).await;
-    genuine_call(
-        &client,
-        to,
-        &app,
-        &raw::credentials(&challenge, raw::SERVICE1, "secret", 1),
-    )
-    .await;
+    alice_calls_through(&relay, protocol, &app).await;
     relay.relay.shutdown().await;
 }
 
@@ -548,11 +530,7 @@ async fn a_password_flood_does_not_stop_the_user_elsewhere_over_tcp() {
 }
 
 async fn a_spoofed_nonce_flood_does_not_throttle_the_victim(protocol: Protocol) {
-    let app = RawUdp::bind().await;
-    let relay = start_relay(Seed {
-        app_servers: vec![uas_uri(&app)],
-    })
-    .await;
+    let (relay, app) = relay_with_raw_app().await;
     // Nonces the relay really issued, but to another address.
     let (elsewhere, elsewhere_to) = client_from(&relay, protocol, ELSEWHERE.into()).await;
     let foreign = raw::challenge(&elsewhere, elsewhere_to).await;
@@ -567,15 +545,7 @@ async fn a_spoofed_nonce_flood_does_not_throttle_the_victim(protocol: Protocol) 
         assert_eq!(raw::status(&answer), Some(407), "round {round}: {answer}");
     }
     // The victim calls from that address.
-    let (victim, to) = client_for(&relay, protocol).await;
-    let challenge = raw::challenge(&victim, to).await;
-    genuine_call(
-        &victim,
-        to,
-        &app,
-        &raw::credentials(&challenge, raw::SERVICE1, "secret", 1),
-    )
-    .await;
+    alice_calls_through(&relay, protocol, &app).await;
     relay.relay.shutdown().await;
 }
 
@@ -631,11 +601,7 @@ async fn a_nonce_issued_before_a_restart_is_accepted_after_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_request_gets_400_naming_the_problem_never_a_challenge() {
-    let app = RawUdp::bind().await;
-    let relay = start_relay(Seed {
-        app_servers: vec![uas_uri(&app)],
-    })
-    .await;
+    let (relay, app) = relay_with_raw_app().await;
     let client = RawUdp::bind().await;
     let good = raw::invite(&client, &raw::branch(), &raw::token(), "v1", 1, &[]);
     for (broken, expected) in [

@@ -7,9 +7,9 @@
 //! `BEGIN IMMEDIATE` already serialises writers), so relay nodes starting or rotating at the
 //! same moment queue instead of racing.
 //!
-//! This module stores what it is given: key generation, PEM and JWK encoding belong to
-//! [`crate::tokens`]. The private key travels only between that module and the database; the
-//! `Debug` impls here leave it out.
+//! This module stores what it is given: key generation, PEM and JWK encoding, and sealing
+//! private keys with the key-encryption key belong to [`crate::tokens`]. The private key
+//! travels only between that module and the database; the `Debug` impls here leave it out.
 
 use std::fmt;
 use std::str::FromStr;
@@ -74,8 +74,9 @@ pub struct NewSigningKey {
     pub kid: String,
     /// `ES256` or `EdDSA`.
     pub algorithm: String,
-    /// The private key, PKCS#8 PEM.
-    pub private_pem: String,
+    /// The private key as stored: PKCS#8 PEM in the clear, or sealed (`tgk1:…`, see
+    /// [`crate::tokens::KeyEncryptionKey`]).
+    pub private_key: String,
     /// The public key as a JWK (JSON), with `kid`, `alg` and `use` set.
     pub public_jwk: String,
 }
@@ -85,7 +86,7 @@ impl fmt::Debug for NewSigningKey {
         f.debug_struct("NewSigningKey")
             .field("kid", &self.kid)
             .field("algorithm", &self.algorithm)
-            .field("private_pem", &"<redacted>")
+            .field("private_key", &"<redacted>")
             .finish_non_exhaustive()
     }
 }
@@ -96,8 +97,9 @@ pub struct SigningKeyRecord {
     pub kid: String,
     /// `ES256` or `EdDSA`.
     pub algorithm: String,
-    /// The private key, PKCS#8 PEM. Never serve or log it.
-    pub private_pem: String,
+    /// The private key as stored: PKCS#8 PEM in the clear, or sealed (`tgk1:…`). Never serve
+    /// or log it.
+    pub private_key: String,
     /// The public key as a JWK (JSON).
     pub public_jwk: String,
     pub status: KeyStatus,
@@ -113,7 +115,7 @@ impl fmt::Debug for SigningKeyRecord {
         f.debug_struct("SigningKeyRecord")
             .field("kid", &self.kid)
             .field("algorithm", &self.algorithm)
-            .field("private_pem", &"<redacted>")
+            .field("private_key", &"<redacted>")
             .field("public_jwk", &self.public_jwk)
             .field("status", &self.status)
             .field("created_at", &self.created_at)
@@ -131,7 +133,7 @@ impl TryFrom<signing_keys::Model> for SigningKeyRecord {
             status: m.status.parse()?,
             kid: m.kid,
             algorithm: m.algorithm,
-            private_pem: m.private_pem,
+            private_key: m.private_key,
             public_jwk: m.public_jwk,
             created_at: m.created_at,
             activated_at: m.activated_at,
@@ -256,6 +258,28 @@ impl Store {
         })
     }
 
+    /// Replaces the stored private key of `kid` with `replacement` if it is still `expected`
+    /// (sealing a key stored in the clear, see [`crate::tokens`]); `false` when the row has
+    /// gone or holds something else by now (another node sealed it first).
+    pub async fn replace_private_key(
+        &self,
+        kid: &str,
+        expected: &str,
+        replacement: String,
+    ) -> Result<bool, StoreError> {
+        use signing_keys::Column as C;
+        let done = signing_keys::Entity::update_many()
+            .set(signing_keys::ActiveModel {
+                private_key: Set(replacement),
+                ..Default::default()
+            })
+            .filter(C::Kid.eq(kid))
+            .filter(C::PrivateKey.eq(expected))
+            .exec(&self.db)
+            .await?;
+        Ok(done.rows_affected == 1)
+    }
+
     /// A write transaction that holds the signing-key table against other writers until it
     /// ends: `BEGIN IMMEDIATE` on SQLite, plus a `SHARE ROW EXCLUSIVE` table lock on PostgreSQL
     /// (which, unlike row locks, also covers the empty table of a first start).
@@ -305,7 +329,7 @@ async fn insert_key(
     signing_keys::ActiveModel {
         kid: Set(key.kid),
         algorithm: Set(key.algorithm),
-        private_pem: Set(key.private_pem),
+        private_key: Set(key.private_key),
         public_jwk: Set(key.public_jwk),
         status: Set(status.as_str().to_owned()),
         created_at: Set(now_ms),

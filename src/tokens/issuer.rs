@@ -52,12 +52,24 @@ impl TokenIssuer {
     /// Reads the signing keys from `store`, first creating a current and a next key (of
     /// `cfg.algorithm`) when either is missing, as on a relay's first start. Retired keys whose
     /// grace period has ended by `now_ms` are not published.
+    ///
+    /// This is the relay's start for its keys: every stored private key must open with
+    /// `cfg.key_encryption_key` (a missing or wrong one fails, naming the key), keys stored in
+    /// the clear are sealed when there is one, and without one a warning says that private
+    /// keys are stored in the clear.
     pub async fn load(
         store: &Store,
         cfg: TokenConfig,
         now_ms: Millis,
     ) -> Result<TokenIssuer, TokenError> {
         cfg.validate()?;
+        if cfg.key_encryption_key.is_none() {
+            tracing::warn!(
+                "token signing keys are stored in the clear in the database: set [tokens] \
+                 key_encryption_key or TOLLGATE_KEY_ENCRYPTION_KEY (make one with `tollgate \
+                 keys generate-kek`) to encrypt them"
+            );
+        }
         let records = ensure_keys(store, &cfg, now_ms).await?;
         TokenIssuer::from_records(cfg, &records, now_ms)
     }
@@ -220,7 +232,8 @@ impl Keyring {
             .find(|k| k.status == KeyStatus::Current)
             .ok_or_else(|| TokenError::Key("the database holds no current signing key".into()))?;
         let current_alg: Algorithm = current.algorithm.parse()?;
-        let PrivateKey { signer, public } = keys::load_private(current)?;
+        let PrivateKey { signer, public } =
+            keys::load_private(current, cfg.key_encryption_key.as_ref())?;
 
         let grace_ms = cfg.grace_ms();
         let mut published = Vec::new();

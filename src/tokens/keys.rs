@@ -1,8 +1,10 @@
-//! Key material: generation, PKCS#8 PEM, public JWKs and key ids. The only place in the crate
-//! that holds a private key in the clear, apart from the database row it is stored in.
+//! Key material: generation, PKCS#8 PEM, public JWKs and key ids. With [`super::kek`], the
+//! only place in the crate that holds a private key in the clear (the database row holds it
+//! sealed when a key-encryption key is configured, in the clear otherwise).
 //!
 //! - ES256 keys are P-256 (`p256`), EdDSA keys are Ed25519 (`ed25519-dalek`); both come from
-//!   the operating system's random generator and are stored as PKCS#8 PEM.
+//!   the operating system's random generator and are stored as PKCS#8 PEM, sealed by
+//!   [`super::kek`] when a key-encryption key is given.
 //! - The `kid` is the key's RFC 7638 JWK thumbprint (SHA-256, base64url): deterministic, so a
 //!   stored key can be checked against its id, and the same for every relay node.
 //! - The published JWK carries `kty`, `crv`, `x` (and `y`), `kid`, `alg` and `use: "sig"`;
@@ -21,6 +23,7 @@ use jsonwebtoken::jwk::{
 use p256::pkcs8::LineEnding;
 use rand::rngs::OsRng;
 
+use super::kek::{self, KeyEncryptionKey};
 use super::{Algorithm, TokenError};
 use crate::store::{NewSigningKey, SigningKeyRecord};
 
@@ -52,22 +55,26 @@ impl Signer {
     }
 }
 
-/// A new key pair of `algorithm`, ready to store.
-pub(super) fn generate(algorithm: Algorithm) -> Result<NewSigningKey, TokenError> {
+/// A new key pair of `algorithm`, ready to store: its private key sealed with `kek` when one
+/// is given.
+pub(super) fn generate(
+    algorithm: Algorithm,
+    kek: Option<&KeyEncryptionKey>,
+) -> Result<NewSigningKey, TokenError> {
     let (private_pem, public) = match algorithm {
         Algorithm::Es256 => {
             let key = p256::ecdsa::SigningKey::random(&mut OsRng);
             let pem = key
                 .to_pkcs8_pem(LineEnding::LF)
                 .map_err(|e| TokenError::Key(format!("encode a new ES256 key: {e}")))?;
-            (pem.to_string(), es256_public_jwk(key.verifying_key())?)
+            (pem, es256_public_jwk(key.verifying_key())?)
         }
         Algorithm::EdDsa => {
             let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
             let pem = key
                 .to_pkcs8_pem(LineEnding::LF)
                 .map_err(|e| TokenError::Key(format!("encode a new EdDSA key: {e}")))?;
-            (pem.to_string(), eddsa_public_jwk(&key.verifying_key())?)
+            (pem, eddsa_public_jwk(&key.verifying_key())?)
         }
     };
     let kid = public
@@ -77,17 +84,26 @@ pub(super) fn generate(algorithm: Algorithm) -> Result<NewSigningKey, TokenError
         .ok_or_else(|| TokenError::Key("a new public key has no kid".into()))?;
     let public_jwk = serde_json::to_string(&public)
         .map_err(|e| TokenError::Key(format!("encode a public JWK: {e}")))?;
+    let private_key = match kek {
+        Some(kek) => kek.seal(&kid, &private_pem)?,
+        None => private_pem.to_string(),
+    };
     Ok(NewSigningKey {
         kid,
         algorithm: algorithm.as_str().to_owned(),
-        private_pem,
+        private_key,
         public_jwk,
     })
 }
 
-/// The private key of a stored record, checked against the record's `kid` and algorithm.
-pub(super) fn load_private(record: &SigningKeyRecord) -> Result<PrivateKey, TokenError> {
+/// The private key of a stored record, opened with `kek` when sealed (see [`kek::open`]) and
+/// checked against the record's `kid` and algorithm.
+pub(super) fn load_private(
+    record: &SigningKeyRecord,
+    kek: Option<&KeyEncryptionKey>,
+) -> Result<PrivateKey, TokenError> {
     let algorithm: Algorithm = record.algorithm.parse()?;
+    let pem = kek::open(&record.kid, &record.private_key, kek)?;
     let bad = |e: &dyn std::fmt::Display| {
         TokenError::Key(format!(
             "stored {algorithm} key {} does not load: {e}",
@@ -96,14 +112,12 @@ pub(super) fn load_private(record: &SigningKeyRecord) -> Result<PrivateKey, Toke
     };
     let (der, public) = match algorithm {
         Algorithm::Es256 => {
-            let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&record.private_pem)
-                .map_err(|e| bad(&e))?;
+            let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).map_err(|e| bad(&e))?;
             let der = key.to_pkcs8_der().map_err(|e| bad(&e))?;
             (der, es256_public_jwk(key.verifying_key())?)
         }
         Algorithm::EdDsa => {
-            let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&record.private_pem)
-                .map_err(|e| bad(&e))?;
+            let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map_err(|e| bad(&e))?;
             let der = key.to_pkcs8_der().map_err(|e| bad(&e))?;
             (der, eddsa_public_jwk(&key.verifying_key())?)
         }

@@ -22,10 +22,13 @@
 //!               not signing)     tokens)             it signed still verify)   next rotation
 //! ```
 //!
-//! Private keys leave this module only into the database: they are never served, logged or
-//! shown by a `Debug` impl. Decisions and their reasons: `docs/decisions/0004-session-tokens.md`.
+//! Private keys leave this module only into the database, sealed with the configured
+//! [`KeyEncryptionKey`] when there is one (see `kek`), in the clear otherwise: they are never
+//! served, logged or shown by a `Debug` impl. Decisions and their reasons:
+//! `docs/decisions/0004-session-tokens.md`, `docs/decisions/0022-signing-keys-at-rest.md`.
 
 mod issuer;
+mod kek;
 mod keys;
 mod verifier;
 
@@ -42,6 +45,7 @@ use crate::clock::Millis;
 use crate::store::{Store, StoreError};
 
 pub use issuer::TokenIssuer;
+pub use kek::{KeyEncryptionKey, SEALED_PREFIX};
 pub use verifier::{TokenVerifier, MAX_TOKEN_LEN};
 
 /// The JOSE header `typ` of a Tollgate session token (explicit typing, RFC 8725 §3.11): a
@@ -125,12 +129,15 @@ pub struct TokenConfig {
     /// How long a retired key stays published; [`DEFAULT_RETIRED_GRACE`] by default. Must be
     /// at least `ttl` plus [`DEFAULT_LEEWAY`].
     pub retired_grace: Duration,
+    /// Seals private keys at rest when set (see [`KeyEncryptionKey`]); without one they are
+    /// stored in the clear and [`TokenIssuer::load`] warns.
+    pub key_encryption_key: Option<KeyEncryptionKey>,
 }
 
 impl TokenConfig {
-    /// The defaults for a relay reachable at `issuer`.
     /// The token settings of a relay configuration. The issuer is `[http] public_url`, or
-    /// `http://` plus `http_addr` (the bound HTTP address) when that is unset.
+    /// `http://` plus `http_addr` (the bound HTTP address) when that is unset. A malformed
+    /// key-encryption key is refused here, naming the setting.
     pub fn from_config(
         config: &crate::config::Config,
         http_addr: std::net::SocketAddr,
@@ -144,16 +151,30 @@ impl TokenConfig {
             ttl: Duration::from_secs(config.tokens.ttl_secs),
             algorithm: config.tokens.algorithm.parse()?,
             retired_grace: Duration::from_secs(config.tokens.retired_grace_secs),
+            key_encryption_key: config
+                .tokens
+                .key_encryption_key
+                .as_ref()
+                .map(|text| {
+                    KeyEncryptionKey::from_base64(text.expose()).map_err(|e| {
+                        TokenError::Config(format!(
+                            "[tokens] key_encryption_key (or TOLLGATE_KEY_ENCRYPTION_KEY): {e}"
+                        ))
+                    })
+                })
+                .transpose()?,
             ..TokenConfig::new(issuer)
         })
     }
 
+    /// The defaults for a relay reachable at `issuer`: no key-encryption key.
     pub fn new(issuer: impl Into<String>) -> TokenConfig {
         TokenConfig {
             issuer: issuer.into(),
             ttl: DEFAULT_TTL,
             algorithm: Algorithm::default(),
             retired_grace: DEFAULT_RETIRED_GRACE,
+            key_encryption_key: None,
         }
     }
 
@@ -226,6 +247,19 @@ pub enum TokenError {
     /// A stored or generated key is unusable (never carries key material).
     #[error("signing key: {0}")]
     Key(String),
+    /// A stored private key is sealed and no key-encryption key is configured.
+    #[error(
+        "signing key {kid} is encrypted at rest and no key-encryption key is configured: set \
+         [tokens] key_encryption_key or TOLLGATE_KEY_ENCRYPTION_KEY to the key it was \
+         encrypted with"
+    )]
+    KeyEncryptionKeyMissing { kid: String },
+    /// A stored private key does not open with the configured key-encryption key.
+    #[error(
+        "signing key {kid} does not decrypt with the configured key-encryption key: it was \
+         encrypted with another one, or its stored value was altered or moved from another row"
+    )]
+    KeyEncryptionKeyWrong { kid: String },
     /// The key store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -322,7 +356,7 @@ pub async fn rotate(
 ) -> Result<RotationReport, TokenError> {
     cfg.validate()?;
     ensure_keys(store, cfg, now_ms).await?;
-    let new_next = keys::generate(cfg.algorithm)?;
+    let new_next = keys::generate(cfg.algorithm, cfg.key_encryption_key.as_ref())?;
     let delete_before = now_ms.saturating_sub(cfg.grace_ms());
     let done = store
         .rotate_signing_keys(new_next, now_ms, delete_before)
@@ -342,25 +376,77 @@ pub async fn rotate(
     })
 }
 
-/// The stored keys, after creating a current and a next key where either is missing.
+/// The stored keys, after creating a current and a next key where either is missing, and
+/// after checking that every stored private key opens with `cfg`'s key-encryption key (the
+/// start of a relay, or `tollgate keys rotate`, refuses a missing or wrong one before it
+/// writes anything). With a key-encryption key, keys still stored in the clear are sealed in
+/// place.
 async fn ensure_keys(
     store: &Store,
     cfg: &TokenConfig,
     now_ms: Millis,
 ) -> Result<Vec<crate::store::SigningKeyRecord>, TokenError> {
     use crate::store::KeyStatus;
+    let kek = cfg.key_encryption_key.as_ref();
     let stored = store.signing_keys().await?;
+    for record in &stored {
+        kek::open(&record.kid, &record.private_key, kek)?;
+    }
+    let stored = match kek {
+        Some(kek) => seal_clear_keys(store, kek, stored).await?,
+        None => stored,
+    };
     let has = |status| stored.iter().any(|k| k.status == status);
     if has(KeyStatus::Current) && has(KeyStatus::Next) {
         return Ok(stored);
     }
     let keys = store
         .ensure_signing_keys(
-            keys::generate(cfg.algorithm)?,
-            keys::generate(cfg.algorithm)?,
+            keys::generate(cfg.algorithm, kek)?,
+            keys::generate(cfg.algorithm, kek)?,
             now_ms,
         )
         .await?;
     tracing::info!(algorithm = %cfg.algorithm, "created token signing keys");
     Ok(keys)
+}
+
+/// Seals the private keys in `stored` that are in the clear (an install from before a
+/// key-encryption key was set) and returns the keys as stored afterwards. A row another node
+/// sealed first is left as that node wrote it, and checked to open with `kek`.
+async fn seal_clear_keys(
+    store: &Store,
+    kek: &KeyEncryptionKey,
+    stored: Vec<crate::store::SigningKeyRecord>,
+) -> Result<Vec<crate::store::SigningKeyRecord>, TokenError> {
+    let clear: Vec<_> = stored
+        .iter()
+        .filter(|k| !kek::is_sealed(&k.private_key))
+        .collect();
+    if clear.is_empty() {
+        return Ok(stored);
+    }
+    let mut sealed = Vec::new();
+    for record in clear {
+        let pem = kek::open(&record.kid, &record.private_key, None)?;
+        let replacement = kek.seal(&record.kid, &pem)?;
+        if store
+            .replace_private_key(&record.kid, &record.private_key, replacement)
+            .await?
+        {
+            sealed.push(record.kid.clone());
+        }
+    }
+    let now = store.signing_keys().await?;
+    for record in &now {
+        kek::open(&record.kid, &record.private_key, Some(kek))?;
+    }
+    if !sealed.is_empty() {
+        tracing::warn!(
+            count = sealed.len(),
+            kids = %sealed.join(","),
+            "encrypted token signing keys found unencrypted, with the key-encryption key"
+        );
+    }
+    Ok(now)
 }

@@ -20,7 +20,7 @@ fn record(key: NewSigningKey, status: KeyStatus, at: Millis) -> SigningKeyRecord
     SigningKeyRecord {
         kid: key.kid,
         algorithm: key.algorithm,
-        private_pem: key.private_pem,
+        private_key: key.private_key,
         public_jwk: key.public_jwk,
         status,
         created_at: at,
@@ -39,8 +39,16 @@ fn config(algorithm: Algorithm) -> TokenConfig {
 /// An issuer with a fresh current and next key of `algorithm`.
 fn issuer(algorithm: Algorithm) -> TokenIssuer {
     let records = [
-        record(keys::generate(algorithm).unwrap(), KeyStatus::Current, T0),
-        record(keys::generate(algorithm).unwrap(), KeyStatus::Next, T0),
+        record(
+            keys::generate(algorithm, None).unwrap(),
+            KeyStatus::Current,
+            T0,
+        ),
+        record(
+            keys::generate(algorithm, None).unwrap(),
+            KeyStatus::Next,
+            T0,
+        ),
     ];
     TokenIssuer::from_records(config(algorithm), &records, T0).unwrap()
 }
@@ -352,12 +360,15 @@ fn errors_say_whose_fault_they_are() {
     assert!(TokenError::WrongAudience.is_rejection());
     assert!(!TokenError::Key("x".into()).is_rejection());
     assert!(!TokenError::Config("x".into()).is_rejection());
+    let kid = || "k".to_owned();
+    assert!(!TokenError::KeyEncryptionKeyMissing { kid: kid() }.is_rejection());
+    assert!(!TokenError::KeyEncryptionKeyWrong { kid: kid() }.is_rejection());
 }
 
 #[test]
 fn private_keys_never_show_in_debug_output() {
-    let key = keys::generate(Algorithm::Es256).unwrap();
-    assert!(key.private_pem.contains("PRIVATE KEY"));
+    let key = keys::generate(Algorithm::Es256, None).unwrap();
+    assert!(key.private_key.contains("PRIVATE KEY"));
     let rec = record(key.clone(), KeyStatus::Current, T0);
     for text in [
         format!("{key:?}"),
@@ -367,19 +378,19 @@ fn private_keys_never_show_in_debug_output() {
         format!("{:?}", verifier(&issuer(Algorithm::EdDsa))),
     ] {
         assert!(!text.contains("PRIVATE"), "{text}");
-        assert!(!text.contains(&key.private_pem[30..60]), "{text}");
+        assert!(!text.contains(&key.private_key[30..60]), "{text}");
     }
 }
 
 #[test]
 fn stored_keys_are_checked_on_load() {
-    let current = keys::generate(Algorithm::Es256).unwrap();
-    let next = keys::generate(Algorithm::Es256).unwrap();
+    let current = keys::generate(Algorithm::Es256, None).unwrap();
+    let next = keys::generate(Algorithm::Es256, None).unwrap();
     let cfg = config(Algorithm::Es256);
 
     // A private key filed under another key's kid.
     let mut swapped = record(current.clone(), KeyStatus::Current, T0);
-    swapped.private_pem = next.private_pem.clone();
+    swapped.private_key = next.private_key.clone();
     assert!(matches!(
         TokenIssuer::from_records(cfg.clone(), &[swapped], T0),
         Err(TokenError::Key(_))

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: fresh databases, a relay on port 0, sipp, and a
-//! raw SIP peer on a UDP socket.
+//! Helpers shared by the integration tests: fresh databases, a relay on port 0, sipp, a raw
+//! SIP peer on a UDP socket, and waiting for background writes.
 #![allow(dead_code)]
 
 pub mod calls;
@@ -10,3 +10,4 @@ pub mod raw;
 pub mod relay;
 pub mod sipp;
 pub mod tools;
+pub mod wait;

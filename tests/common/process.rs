@@ -58,6 +58,8 @@ impl Node {
             .arg(&self.config)
             .args(args)
             .env_remove("TOLLGATE_DATABASE_URL")
+            .env_remove("TOLLGATE_KEY_ENCRYPTION_KEY")
+            .kill_on_drop(true)
             .output()
             .await
             .expect("tollgate runs");
@@ -100,6 +102,7 @@ impl Node {
             .arg(&self.config)
             .arg("serve")
             .env_remove("TOLLGATE_DATABASE_URL")
+            .env_remove("TOLLGATE_KEY_ENCRYPTION_KEY")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()

@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-/// Checks that sipp is installed; a test that needs it fails when it is not.
-pub fn sipp_available() -> bool {
+/// Fails the test when sipp is not installed (`scripts/test.sh` installs it).
+pub fn require_sipp() {
     let found = std::process::Command::new("sipp")
         .arg("-v")
         .stdout(Stdio::null())
@@ -21,7 +21,6 @@ pub fn sipp_available() -> bool {
         found,
         "sipp is not installed: run scripts/test.sh (or apt-get install -y sip-tester)"
     );
-    found
 }
 
 pub fn scenario(name: &str) -> String {

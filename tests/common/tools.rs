@@ -4,18 +4,30 @@
 
 use std::path::{Path, PathBuf};
 
+/// The script that installs the SDK and API-test tools (the Python virtualenv, npm packages).
+const API_TOOLS: &str = "scripts/install-api-test-tools.sh";
+/// The script that installs the browser and interop tools (node packages, Chromium).
+const BROWSER_TOOLS: &str = "scripts/install-browser-test-tools.sh";
+
 /// `what` is not installed: the test fails, saying how to install it.
-pub fn missing<T>(what: &str) -> Option<T> {
-    panic!("{what} is missing: run scripts/test.sh (or scripts/install-api-test-tools.sh)");
+pub fn missing(what: &str) -> ! {
+    missing_from(what, API_TOOLS)
 }
 
-/// `path` if it exists; otherwise [`missing`].
-pub fn require(path: PathBuf) -> Option<PathBuf> {
-    if path.exists() {
-        Some(path)
-    } else {
-        missing(&path.display().to_string())
+/// `path`, which must exist; otherwise the test fails ([`missing`]).
+pub fn require(path: PathBuf) -> PathBuf {
+    present(path, API_TOOLS)
+}
+
+fn missing_from(what: &str, installer: &str) -> ! {
+    panic!("{what} is missing: run scripts/test.sh (or {installer})");
+}
+
+fn present(path: PathBuf, installer: &str) -> PathBuf {
+    if !path.exists() {
+        missing_from(&path.display().to_string(), installer);
     }
+    path
 }
 
 /// The virtualenv with the Python tools (`$TOLLGATE_SDK_VENV`, default
@@ -31,12 +43,7 @@ pub fn venv() -> PathBuf {
 /// `path`, which must exist: the browser and interop tests fail (never skip) without their
 /// tools, which `scripts/install-browser-test-tools.sh` installs.
 pub fn must_exist(path: PathBuf) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/install-browser-test-tools.sh",
-        path.display()
-    );
-    path
+    present(path, BROWSER_TOOLS)
 }
 
 /// `node` on the PATH (or `$TOLLGATE_NODE`), and the npm packages of `tests/browser`.

@@ -10,8 +10,11 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub kid: String,
     pub algorithm: String,
-    /// PKCS#8 PEM. Never logged: the `Debug` impl below leaves it out.
-    pub private_pem: String,
+    /// PKCS#8 PEM in the clear, or sealed with the key-encryption key (`tgk1:…`, see
+    /// [`crate::tokens::KeyEncryptionKey`]). Never logged: the `Debug` impl below leaves it
+    /// out. The column keeps its first name, `private_pem`.
+    #[sea_orm(column_name = "private_pem")]
+    pub private_key: String,
     pub public_jwk: String,
     pub status: String,
     pub created_at: i64,
@@ -24,7 +27,7 @@ impl fmt::Debug for Model {
         f.debug_struct("Model")
             .field("kid", &self.kid)
             .field("algorithm", &self.algorithm)
-            .field("private_pem", &"<redacted>")
+            .field("private_key", &"<redacted>")
             .field("public_jwk", &self.public_jwk)
             .field("status", &self.status)
             .field("created_at", &self.created_at)
