@@ -164,6 +164,17 @@ struct BillableSession {
     webhook_url: Option<String>,
 }
 
+/// A new ledger id, `<prefix>_<UUIDv7>` (RFC 9562): the booking time `now_ms` in the first 48
+/// bits, then 74 random bits. Ids made later sort later, so new rows land at the right edge
+/// of the primary-key index instead of at random pages all over it: with random (v4) ids a
+/// batch of 64 charges dirtied about 64 index pages, each one a WAL frame to write, fsync
+/// and checkpoint.
+fn ledger_id(prefix: &str, now_ms: i64) -> String {
+    let millis = u64::try_from(now_ms).unwrap_or(0);
+    let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid();
+    format!("{prefix}_{}", uuid.simple())
+}
+
 /// `?` placeholders rewritten to `$1, $2, …` on PostgreSQL.
 pub(super) fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     let sql = match backend {
@@ -356,7 +367,7 @@ impl Store {
                 .iter()
                 .zip(amounts)
                 .map(|(c, amount)| Charge {
-                    id: format!("ch_{}", uuid::Uuid::new_v4().simple()),
+                    id: ledger_id("ch", now_ms),
                     session_id: request.session_id.clone(),
                     user_id: user_id.clone(),
                     app_server_id: app_server_id.clone(),
@@ -439,7 +450,7 @@ impl Store {
             super::api_queries::session_exists(&txn, id).await?;
         }
         let record = LedgerRecord {
-            id: format!("adj_{}", uuid::Uuid::new_v4().simple()),
+            id: ledger_id("adj", now_ms),
             kind: KIND_ADJUSTMENT.to_owned(),
             source: "operator".to_owned(),
             user_id: adjustment.user_id.clone(),
