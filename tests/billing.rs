@@ -602,16 +602,16 @@ async fn statements_and_settlements_add_up(store: Store, url: String) {
     w.tariff(120, 1, 50, 0, T0).await;
     w.session("a", T0 + 1_000, None).await;
     let shop1 = w.shop1.1.clone();
-    assert_eq!(
-        w.charge("a", &shop1, Some("a1"), wine(1)).await.0,
-        StatusCode::CREATED
-    );
+    let (status, wine_charge) = w.charge("a", &shop1, Some("a1"), wine(1)).await;
+    assert_eq!(status, StatusCode::CREATED);
     let sip = NewCharge {
-        description: "cheese".into(),
+        description: "cheese, \"aged\"".into(),
         unit_amount: 450,
         quantity: 1,
         currency: "EUR".into(),
-        metadata: None,
+        metadata: json!({"order": "A-1042", "note": "ünïcode"})
+            .as_object()
+            .cloned(),
     };
     let landed = record_charges(
         &w.store,
@@ -692,7 +692,11 @@ async fn statements_and_settlements_add_up(store: Store, url: String) {
     let total = 232 + 1200 + 450 - 100;
     assert_eq!(st["totals"], json!([{"currency": "EUR", "amount": total}]));
     assert_eq!(st["sessions"][0]["time_charge"]["amount"], 232);
-    assert_eq!(st["charges"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        st["charges"],
+        json!([wine_charge, landed[0]]),
+        "the statement shows each charge as it was answered when created, every field"
+    );
     assert_eq!(st["adjustments"][0]["amount"], -100);
     let csv = w
         .http

@@ -328,6 +328,7 @@ pub async fn update_app_server(
         .update_app_server(&id, &change)
         .await
         .map_err(store_error)?;
+    state.inner.key_cache.clear();
     Ok(Json(server.into()))
 }
 
@@ -354,6 +355,7 @@ pub async fn delete_app_server(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.store().delete_app_server(&id, state.now_ms()).await?;
+    state.inner.key_cache.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -385,6 +387,7 @@ pub async fn reissue_api_key(
 ) -> Result<Response, ApiError> {
     let until = (!params.revoke_previous).then(|| state.now_ms() + state.inner.key_grace_ms);
     let key = state.store().reissue_api_key(&id, until).await?;
+    state.inner.key_cache.clear();
     Ok(no_store(
         (
             StatusCode::CREATED,

@@ -14,8 +14,17 @@
 //! when anonymous), answer 429 when that bucket is empty, answer 401 when anonymous, and hand
 //! the [`Principal`] to the handler through the request's extensions. Anonymous requests are
 //! limited by IP before the 401, so guessing keys costs the same budget as using one.
+//!
+//! Application-server keys that resolved are remembered for [`KEY_CACHE_TTL`] ([`KeyCache`]),
+//! so a busy shop's requests cost no database round trip each. A change made through this
+//! node's API (key reissued, server changed or deleted) empties the cache at once; one made
+//! elsewhere (another node, the CLI) is seen within [`KEY_CACHE_TTL`]. A key's own expiry (the
+//! grace of a replaced key) is checked on every request. Unknown keys are never remembered.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{header, request::Parts, HeaderMap};
@@ -115,20 +124,80 @@ pub(super) fn is_operator_key(state: &ApiState, key: &str) -> bool {
         .is_some_and(|d| bool::from(key_digest(key).ct_eq(&d)))
 }
 
+/// How long a resolved application-server key is believed without asking the database.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Most keys remembered; a full cache is emptied (only valid keys get in, so it fills only
+/// with that many live shops).
+const KEY_CACHE_ENTRIES: usize = 10_000;
+
+/// Application-server keys recently resolved, by SHA-256 of the key. See the module
+/// documentation for what it may miss and for how long.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<[u8; 32], CachedKey>>,
+}
+
+#[derive(Debug)]
+struct CachedKey {
+    server: AppServerRecord,
+    /// The key stops working then (a replaced key in its grace period).
+    expires_at: Option<i64>,
+    fetched: Instant,
+}
+
+impl KeyCache {
+    /// The server of the key with digest `digest`, if remembered, fresh, and not expired at
+    /// `now_ms`.
+    fn get(&self, digest: &[u8; 32], now_ms: i64) -> Option<AppServerRecord> {
+        let entries = self.entries.lock().ok()?;
+        let hit = entries.get(digest)?;
+        (hit.fetched.elapsed() < KEY_CACHE_TTL && hit.expires_at.is_none_or(|at| at > now_ms))
+            .then(|| hit.server.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], server: AppServerRecord, expires_at: Option<i64>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= KEY_CACHE_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(
+                digest,
+                CachedKey {
+                    server,
+                    expires_at,
+                    fetched: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// Forgets every key: called after a change to application servers or their keys.
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}
+
 /// Resolves a presented key; `Ok(None)` for an unknown one.
 async fn resolve(state: &ApiState, key: &str) -> Result<Option<Principal>, ApiError> {
     if is_operator_key(state, key) {
         return Ok(Some(Principal::Operator));
     }
-    if key.starts_with(API_KEY_PREFIX) {
-        return Ok(state
-            .inner
-            .store
-            .app_server_for_api_key(key, state.now_ms())
-            .await?
-            .map(Principal::AppServer));
+    if !key.starts_with(API_KEY_PREFIX) {
+        return Ok(None);
     }
-    Ok(None)
+    let now = state.now_ms();
+    let digest = key_digest(key);
+    let cache = &state.inner.key_cache;
+    if let Some(server) = cache.get(&digest, now) {
+        return Ok(Some(Principal::AppServer(server)));
+    }
+    let Some((server, expires_at)) = state.inner.store.api_key_owner(key, now).await? else {
+        return Ok(None);
+    };
+    cache.put(digest, server.clone(), expires_at);
+    Ok(Some(Principal::AppServer(server)))
 }
 
 /// The `/v1` middleware: authenticate, rate-limit, then run the handler.
@@ -211,5 +280,46 @@ mod tests {
         assert_eq!(bearer(&h), None);
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
         assert_eq!(bearer(&h), None);
+    }
+
+    fn server(id: &str) -> AppServerRecord {
+        AppServerRecord {
+            id: id.into(),
+            name: format!("shop-{id}"),
+            uri: "sip:127.0.0.1:5090".into(),
+            created_at: 0,
+            commission_bps: 0,
+            webhook_url: None,
+        }
+    }
+
+    #[test]
+    fn cached_keys_keep_their_expiry_and_are_forgotten_on_clear() {
+        let cache = KeyCache::default();
+        let (a, b) = (key_digest("tgk_a"), key_digest("tgk_b"));
+        cache.put(a, server("1"), None);
+        cache.put(b, server("2"), Some(1_000));
+        assert_eq!(cache.get(&a, 5_000).map(|s| s.id), Some("1".into()));
+        assert_eq!(cache.get(&b, 999).map(|s| s.id), Some("2".into()));
+        assert_eq!(
+            cache.get(&b, 1_000),
+            None,
+            "a replaced key ends at its grace"
+        );
+        assert_eq!(cache.get(&key_digest("tgk_c"), 0), None);
+        cache.clear();
+        assert_eq!(cache.get(&a, 5_000), None);
+    }
+
+    #[test]
+    fn stale_entries_are_not_believed() {
+        let cache = KeyCache::default();
+        let a = key_digest("tgk_a");
+        cache.put(a, server("1"), None);
+        if let Ok(mut entries) = cache.entries.lock() {
+            let entry = entries.get_mut(&a).unwrap();
+            entry.fetched = Instant::now().checked_sub(KEY_CACHE_TTL).expect("uptime");
+        }
+        assert_eq!(cache.get(&a, 0), None);
     }
 }

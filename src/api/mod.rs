@@ -119,6 +119,7 @@ struct Inner {
     limiter: RateLimiter,
     charges: crate::billing::ChargeWriter,
     in_flight: Arc<idempotency::InFlight>,
+    key_cache: auth::KeyCache,
     key_grace_ms: i64,
     secret_grace_ms: i64,
 }
@@ -149,6 +150,7 @@ impl ApiState {
             inner: Arc::new(Inner {
                 charges,
                 in_flight: Arc::default(),
+                key_cache: auth::KeyCache::default(),
                 key_grace_ms: settings.key_grace_ms,
                 secret_grace_ms: settings.secret_grace_ms,
                 store,

@@ -116,33 +116,33 @@ impl Statement {
         let sessions = store
             .sessions_ended_between(false, user_id, from, to)
             .await?;
-        let mut time: HashMap<&str, Money> = HashMap::new();
+        let mut time: HashMap<String, Money> = HashMap::new();
         let mut totals = Totals::default();
         let mut charges = Vec::new();
         let mut adjustments = Vec::new();
-        for entry in &entries {
+        for entry in entries {
             totals.add(&entry.currency, entry.amount);
             match entry.kind.as_str() {
                 KIND_TIME => {
-                    if let Some(session) = &entry.session_id {
+                    if let Some(session) = entry.session_id {
                         time.insert(
                             session,
                             Money {
-                                currency: entry.currency.clone(),
+                                currency: entry.currency,
                                 amount: entry.amount,
                             },
                         );
                     }
                 }
-                KIND_ITEM => charges.extend(entry.as_charge()),
-                KIND_ADJUSTMENT => adjustments.push(Adjustment::from_record(entry)),
+                KIND_ITEM => charges.extend(entry.into_charge()),
+                KIND_ADJUSTMENT => adjustments.push(Adjustment::from_record(&entry)),
                 _ => {}
             }
         }
         let sessions = sessions
             .into_iter()
             .map(|s| StatementSession {
-                time_charge: time.get(s.id.as_str()).cloned(),
+                time_charge: time.remove(&s.id),
                 id: s.id,
                 service_id: s.service_id,
                 service: s.service,
