@@ -64,7 +64,52 @@ pub mod rfc3339 {
     use time::OffsetDateTime;
 
     /// `ms` as RFC 3339 in UTC with millisecond precision.
+    ///
+    /// Instants from 1970 to 9999 (every timestamp the relay makes) are written directly:
+    /// statements print one per charge, 100 000 and more, and the general formatter below
+    /// was a sixth of a statement's serialisation. Anything else takes the general path.
     pub fn format(ms: Millis) -> String {
+        const LAST_MS_OF_9999: Millis = 253_402_300_799_999;
+        if (0..=LAST_MS_OF_9999).contains(&ms) {
+            return format_common_era(ms);
+        }
+        format_general(ms)
+    }
+
+    /// `0 <= ms` through the end of year 9999: the civil date from the day number (Howard
+    /// Hinnant's `civil_from_days`), then fixed-width digits.
+    fn format_common_era(ms: Millis) -> String {
+        let days = ms.div_euclid(86_400_000);
+        let of_day = ms.rem_euclid(86_400_000);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let fields = [
+            (year, 4, b'-'),
+            (month, 2, b'-'),
+            (day, 2, b'T'),
+            (of_day / 3_600_000, 2, b':'),
+            (of_day / 60_000 % 60, 2, b':'),
+            (of_day / 1_000 % 60, 2, b'.'),
+            (of_day % 1_000, 3, b'Z'),
+        ];
+        let mut out = Vec::with_capacity(24);
+        for (value, width, after) in fields {
+            for place in (0..width).rev() {
+                out.push(b'0' + (value / 10_i64.pow(place) % 10) as u8);
+            }
+            out.push(after);
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn format_general(ms: Millis) -> String {
         let nanos = i128::from(ms) * 1_000_000;
         let at =
             OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -127,6 +172,31 @@ pub mod rfc3339 {
             );
             assert!(super::parse("2025-12-01").is_err());
             assert!(super::parse("yesterday").is_err());
+        }
+
+        #[test]
+        fn the_direct_formatter_writes_what_the_general_one_does() {
+            let mut samples = vec![
+                0,
+                1,
+                999,
+                86_399_999,
+                86_400_000,
+                951_782_400_000, // 2000-02-29
+                4_107_542_399_999,
+                253_402_300_799_999, // the last millisecond of 9999
+            ];
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                samples.push((x % 253_402_300_800_000) as i64);
+            }
+            for ms in samples {
+                assert_eq!(super::format(ms), super::format_general(ms), "{ms}");
+            }
+            assert_eq!(super::format(-1), "1969-12-31T23:59:59.999Z");
         }
     }
 }

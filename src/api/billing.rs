@@ -443,7 +443,17 @@ pub async fn get_statement(
     if csv_wanted(&headers) {
         return Ok(csv(statement.to_csv()));
     }
-    Ok(Json(statement).into_response())
+    let body = statement
+        .to_json()
+        .map_err(|e| ApiError::Internal(format!("writing the statement: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// An application server's settlement.
