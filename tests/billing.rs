@@ -16,7 +16,8 @@ use tollgate::billing::{record_charges, ChargeSource, NewCharge, Tariff};
 use tollgate::clock::{rfc3339, ManualClock};
 use tollgate::notify::{retry_delay_ms, verify, Dispatcher, DispatcherSettings};
 use tollgate::store::{
-    AppServerChange, EndReason, LedgerQuery, Party, SessionEvent, SessionWriter, Store,
+    AppServerChange, ChargeOutcome, ChargeRequest, EndReason, IdempotencyKey, LedgerQuery, Party,
+    SessionEvent, SessionWriter, Store, IDEMPOTENCY_TTL_MS,
 };
 
 /// 2026-11-26T00:00:00Z.
@@ -236,6 +237,7 @@ fn fields(problem: &Value) -> Vec<String> {
 on_both_engines!(
     time_charges_follow_the_tariff_in_force_at_confirmation,
     item_charges_land_exactly_once,
+    one_batch_keeps_keys_of_several_scopes_apart,
     statements_and_settlements_add_up,
     webhooks_are_signed_retried_and_survive_a_restart,
 );
@@ -569,6 +571,92 @@ async fn item_charges_land_exactly_once(store: Store, url: String) {
         )
         .await;
     assert_eq!((status, &one), (StatusCode::OK, &first));
+    w.stop().await;
+}
+
+/// A batch of the charge writer holding the same key name under two scopes (two shops, or a
+/// shop and the operator) treats them as two keys; in the next batch one is replayed and the
+/// other refused for its other request; once the records expire the key names are free again.
+async fn one_batch_keeps_keys_of_several_scopes_apart(store: Store, url: String) {
+    let w = World::start(store, &url).await;
+    w.session("a", T0, None).await;
+    let request = |scope: &str, key: &str, fingerprint: &str, description: &str| ChargeRequest {
+        session_id: "a".into(),
+        source: ChargeSource::Rest,
+        charges: vec![NewCharge {
+            description: description.into(),
+            unit_amount: 100,
+            quantity: 1,
+            currency: "EUR".into(),
+            metadata: None,
+        }],
+        idempotency: IdempotencyKey {
+            scope: scope.into(),
+            key: key.into(),
+            fingerprint: fingerprint.into(),
+        },
+        app_server_id: None,
+        single: true,
+    };
+    let created = |o: &Result<ChargeOutcome, tollgate::billing::BillingError>| {
+        matches!(o, Ok(ChargeOutcome::Created(_)))
+    };
+    let first = w
+        .store
+        .apply_charges(
+            T0 + 1_000,
+            &[
+                request("operator", "k1", "f-op", "one"),
+                request("app_server:x", "k1", "f-x", "two"),
+                request("app_server:x", "k2", "f-x2", "three"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(first.iter().all(created), "{first:?}");
+    assert_eq!(w.items_of("a").await, 3);
+
+    let second = w
+        .store
+        .apply_charges(
+            T0 + 2_000,
+            &[
+                request("operator", "k1", "f-op", "one"),
+                request("app_server:x", "k1", "f-other", "two, changed"),
+                request("app_server:y", "k1", "f-y", "four"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&second[0], Ok(ChargeOutcome::Replayed(r)) if r.status == 201),
+        "{second:?}"
+    );
+    assert!(
+        matches!(
+            &second[1],
+            Err(tollgate::billing::BillingError::KeyReused(_))
+        ),
+        "{second:?}"
+    );
+    assert!(created(&second[2]), "{second:?}");
+    assert_eq!(
+        w.items_of("a").await,
+        4,
+        "a replay or a refusal writes nothing"
+    );
+
+    let later = T0 + 2_000 + IDEMPOTENCY_TTL_MS;
+    let third = w
+        .store
+        .apply_charges(later, &[request("app_server:x", "k1", "f-other", "five")])
+        .await
+        .unwrap();
+    assert!(
+        created(&third[0]),
+        "an expired record frees its key: {third:?}"
+    );
+    assert_eq!(w.items_of("a").await, 5);
     w.stop().await;
 }
 

@@ -7,7 +7,7 @@
 //! for a corrected retry. Expired records are ignored on lookup and purged by
 //! [`Store::purge_idempotency_keys`].
 
-use sea_orm::sea_query::{Condition, ExprTrait, OnConflict};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::entities::idempotency_keys;
@@ -76,19 +76,35 @@ pub(super) fn record_row(
 
 /// The live records of `keys`, read inside `db` (a transaction, for the batch writers).
 /// Expired records are deleted on the way, so their keys can be used again.
+///
+/// One `scope = ? AND key IN (…)` per scope in the batch (a batch of REST charges is usually
+/// one shop's). Not an OR of `(scope, key)` pairs: with every pair naming the same scope,
+/// PostgreSQL factored `scope = ?` out and intersected it with a scan of the whole scope's
+/// index range (every record the shop ever made), 15 ms per batch at 140 000 records.
 pub(super) async fn live_records<C: ConnectionTrait>(
     db: &C,
     keys: &[&IdempotencyKey],
     now_ms: i64,
 ) -> Result<Vec<idempotency_keys::Model>, StoreError> {
     use idempotency_keys::Column as C;
-    let mut found = Vec::new();
-    for chunk in keys.chunks(256) {
-        let mut any = Condition::any();
-        for k in chunk {
-            any = any.add(C::Scope.eq(k.scope.as_str()).and(C::Key.eq(k.key.as_str())));
+    let mut by_scope: Vec<(&str, Vec<&str>)> = Vec::new();
+    for k in keys {
+        match by_scope.iter_mut().find(|(scope, _)| *scope == k.scope) {
+            Some((_, names)) => names.push(&k.key),
+            None => by_scope.push((&k.scope, vec![&k.key])),
         }
-        found.extend(idempotency_keys::Entity::find().filter(any).all(db).await?);
+    }
+    let mut found = Vec::new();
+    for (scope, names) in &by_scope {
+        for chunk in names.chunks(256) {
+            found.extend(
+                idempotency_keys::Entity::find()
+                    .filter(C::Scope.eq(*scope))
+                    .filter(C::Key.is_in(chunk.iter().copied()))
+                    .all(db)
+                    .await?,
+            );
+        }
     }
     let (live, expired): (Vec<_>, Vec<_>) = found.into_iter().partition(|r| r.expires_at > now_ms);
     for row in expired {
