@@ -121,6 +121,12 @@ TOML
     LIMIT_PER_THREAD=$(((ENTRIES - count + 1) / 2)) charge 5s >/dev/null
     count=$(ledger_count)
   done
+  # Statistics, as autovacuum would gather them: the PostgreSQL this runs on may have autovacuum
+  # off, and without statistics its plans for the charge batch degrade as the tables grow.
+  if [ "$name" = postgresql ]; then
+    echo "[$name] autovacuum $(psql "$url" -Atc 'SHOW autovacuum'); running ANALYZE"
+    psql "$url" -qc "ANALYZE"
+  fi
   local times=()
   t0=$(ticks)
   for _ in 1 2 3 4 5; do
