@@ -357,7 +357,7 @@ impl Core {
         let plan = ctx.plan.as_ref().expect("popped from it above");
         let index = ctx.branches.len();
         let branch = self.local.new_branch(&plan.loop_hash);
-        let session_id = uuid::Uuid::new_v4().to_string();
+        let session_id = crate::store::time_ordered_uuid(now).to_string();
         let token =
             match self
                 .parts

@@ -170,15 +170,9 @@ struct BillableSession {
     webhook_url: Option<String>,
 }
 
-/// A new ledger id, `<prefix>_<UUIDv7>` (RFC 9562): the booking time `now_ms` in the first 48
-/// bits, then 74 random bits. Ids made later sort later, so new rows land at the right edge
-/// of the primary-key index instead of at random pages all over it: with random (v4) ids a
-/// batch of 64 charges dirtied about 64 index pages, each one a WAL frame to write, fsync
-/// and checkpoint.
+/// A new ledger id, `<prefix>_<UUIDv7>`: time-ordered, see [`super::time_ordered_uuid`].
 fn ledger_id(prefix: &str, now_ms: i64) -> String {
-    let millis = u64::try_from(now_ms).unwrap_or(0);
-    let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid();
-    format!("{prefix}_{}", uuid.simple())
+    format!("{prefix}_{}", super::time_ordered_uuid(now_ms).simple())
 }
 
 /// `?` placeholders rewritten to `$1, $2, …` on PostgreSQL.

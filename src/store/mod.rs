@@ -305,6 +305,16 @@ fn now_ms() -> i64 {
     SystemClock.now_ms()
 }
 
+/// A UUIDv7 (RFC 9562) for a row made at `now_ms`: the time in the first 48 bits, then 74
+/// random bits. Ids made later sort later, so new rows land at the right edge of the
+/// primary-key index instead of at random pages all over it: with random (v4) ids a batch of
+/// 64 rows dirtied about 64 index pages, each one a WAL frame to write, fsync and checkpoint.
+/// Used for the rows written on the hot path: sessions and ledger entries.
+pub fn time_ordered_uuid(now_ms: i64) -> uuid::Uuid {
+    let millis = u64::try_from(now_ms).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid()
+}
+
 /// A fresh random id for a new row.
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
