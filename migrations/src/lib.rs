@@ -16,6 +16,7 @@ mod m20261201_000010_service_fork_mode;
 mod m20261201_000011_session_changes;
 mod m20261202_000020_nonce_keys;
 mod m20261202_000030_dialogs_and_heartbeats;
+mod m20261202_000040_ended_indexes_partial;
 
 /// Runs Tollgate's migrations in order; see [`MigratorTrait::up`].
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000011_session_changes::Migration),
             Box::new(m20261202_000020_nonce_keys::Migration),
             Box::new(m20261202_000030_dialogs_and_heartbeats::Migration),
+            Box::new(m20261202_000040_ended_indexes_partial::Migration),
         ]
     }
 }
