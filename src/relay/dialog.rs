@@ -37,7 +37,7 @@ use crate::relay::routing::{self, uri_hop};
 use crate::relay::session_life::session_expires;
 use crate::relay::transaction::{Outgoing, ServerKey};
 use crate::sip::builders::DialogRequest;
-use crate::sip::message as msg;
+use crate::sip::message::{self as msg, ToWire};
 use crate::sip::transport::Flow;
 use crate::store::{EndReason, Party, SessionEvent};
 use bytes::Bytes;
@@ -507,7 +507,7 @@ impl Core {
         self.engine.send(Outgoing {
             branch: branch.clone(),
             method,
-            wire: Bytes::from(forwarded.to_bytes()),
+            wire: Bytes::from(forwarded.to_wire()),
             flow: dest,
             also_from: Vec::new(),
             owner: Role::Branch { key, index: 0 },
@@ -571,7 +571,7 @@ impl Core {
                 self.local.via(dest.protocol, &branch),
             )),
         );
-        let wire = Bytes::from(ack.to_bytes());
+        let wire = Bytes::from(ack.to_wire());
         self.confirm_or_send_ack(&dk, wire, dest);
     }
 

@@ -31,7 +31,7 @@ use crate::relay::handover::{self, BranchToken};
 use crate::relay::routing;
 use crate::relay::transaction::{CancelState, Outgoing, ServerKey};
 use crate::sip::builders::{self, DialogRequest};
-use crate::sip::message as msg;
+use crate::sip::message::{self as msg, ToWire};
 use crate::sip::transport::Flow;
 use crate::store::{EndReason, ForkMode, SessionEvent};
 use bytes::Bytes;
@@ -839,7 +839,7 @@ impl Core {
         self.engine.send(Outgoing {
             branch: bye_branch,
             method: Method::Bye,
-            wire: Bytes::from(bye.to_bytes()),
+            wire: Bytes::from(bye.to_wire()),
             flow: dest,
             also_from: Vec::new(),
             owner: Role::Own { closes: None },

@@ -3,7 +3,7 @@
 //! inside a dialog on its own account (an ACK and BYE for an answer nobody wants any more, a
 //! BYE that ends a session). No business rules: callers decide when to send what.
 
-use crate::sip::message as msg;
+use crate::sip::message::{self as msg, ToWire};
 use bytes::Bytes;
 use rsipstack::sip::{
     CSeq, CallId, ContentLength, ContentType, From, Header, Headers, MaxForwards, Method, Request,
@@ -126,7 +126,7 @@ fn request_for_invite(wire: &[u8], method: Method, to: Option<&str>) -> Option<B
         headers,
         body: Vec::new(),
     };
-    Some(Bytes::from(request.to_bytes()))
+    Some(Bytes::from(request.to_wire()))
 }
 
 /// A request the relay sends inside a dialog on its own account.
@@ -186,7 +186,7 @@ impl DialogRequest<'_> {
             headers,
             body,
         };
-        Bytes::from(request.to_bytes())
+        Bytes::from(request.to_wire())
     }
 }
 

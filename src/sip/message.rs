@@ -4,9 +4,54 @@
 //! and the parser does not do: a truncated body is detected (so it can be answered 400),
 //! `Via: a, b` on one line is split into separate Via headers, and header fields a proxy
 //! reads on every message (tags, CSeq, branch, Max-Forwards) are read without allocating.
+//! [`ToWire`] writes a message out in one buffer.
 
-use rsipstack::sip::{Header, Headers, SipMessage};
+use rsipstack::sip::{Header, Headers, Request, Response, SipMessage};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
+
+/// A message's bytes on the wire, written into one buffer. rsipstack's `to_bytes` gives the
+/// same bytes, but renders every header into a `String` of its own, collects them and joins
+/// them, and copies the result once more: 4 % of the relay's CPU at 3000 calls/s.
+pub trait ToWire {
+    fn to_wire(&self) -> Vec<u8>;
+}
+
+impl ToWire for Request {
+    fn to_wire(&self) -> Vec<u8> {
+        let mut head = String::with_capacity(HEAD_CAPACITY);
+        let _ = write!(head, "{} {} {}\r\n", self.method, self.uri, self.version);
+        finish(head, &self.headers, &self.body)
+    }
+}
+
+impl ToWire for Response {
+    fn to_wire(&self) -> Vec<u8> {
+        let mut head = String::with_capacity(HEAD_CAPACITY);
+        let _ = write!(
+            head,
+            "{} {} {}\r\n",
+            self.version,
+            self.status_code.code(),
+            self.status_code.text()
+        );
+        finish(head, &self.headers, &self.body)
+    }
+}
+
+/// Room for the start line and headers of a typical message, so the buffer rarely grows.
+const HEAD_CAPACITY: usize = 1024;
+
+/// Appends the headers, the blank line and the body (verbatim: a SIP body need not be UTF-8).
+fn finish(mut head: String, headers: &Headers, body: &[u8]) -> Vec<u8> {
+    for h in headers.iter() {
+        let _ = write!(head, "{h}\r\n");
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
 
 /// Why bytes are not a SIP message we can handle.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -424,6 +469,35 @@ Content-Length: 4\r\n\r\nwine";
     fn garbage_is_malformed() {
         assert!(parse(b"\x00\x01garbage").is_err());
         assert!(parse(b"").is_err());
+    }
+
+    #[test]
+    fn written_out_byte_for_byte_as_received() {
+        let invite = "INVITE sip:service1@portal.com SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n\
+            Via: SIP/2.0/TCP 192.0.2.9;branch=z9hG4bK0\r\n\
+            From: \"Alice, A.\" <sip:alice@portal.com>;tag=1\r\n\
+            To: <sip:service1@portal.com>\r\n\
+            Call-ID: abc\r\n\
+            CSeq: 1 INVITE\r\n\
+            X-Custom: anything\r\n\
+            Content-Length: 3\r\n\r\n";
+        // A body need not be UTF-8: it is written verbatim.
+        let mut raw = invite.as_bytes().to_vec();
+        raw.extend_from_slice(&[0x01, 0xff, 0x00]);
+        let Ok(SipMessage::Request(req)) = parse(&raw) else {
+            panic!("not a request")
+        };
+        assert_eq!(req.to_wire(), raw);
+        assert_eq!(req.to_wire(), req.to_bytes());
+
+        let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n\
+            Call-ID: abc\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let Ok(SipMessage::Response(resp)) = parse(ok.as_bytes()) else {
+            panic!("not a response")
+        };
+        assert_eq!(resp.to_wire(), ok.as_bytes());
+        assert_eq!(resp.to_wire(), resp.to_bytes());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::config::Protocol;
 use crate::metrics::Metrics;
 use crate::relay::routing::LocalIdentity;
 use crate::sip::builders;
-use crate::sip::message as msg;
+use crate::sip::message::{self as msg, ToWire};
 use crate::sip::transport::{Flow, Transports};
 use bytes::Bytes;
 use rsipstack::sip::{Header, Method, Request, Response};
@@ -265,7 +265,7 @@ impl<O: Clone> Engine<O> {
             return; // a final answer has been given already
         }
         self.metrics.sip_response(status);
-        let bytes = Bytes::from(resp.to_bytes());
+        let bytes = Bytes::from(resp.to_wire());
         self.transports.send(txn.flow, bytes.clone());
         if status < 200 {
             txn.last_response = Some(bytes);
@@ -343,7 +343,7 @@ impl<O: Clone> Engine<O> {
         let to = reply_flow(msg::top_via(&req.headers).unwrap_or(""), flow);
         self.metrics.sip_response(status);
         self.transports
-            .send(to, builders::with_reason_phrase(&resp.to_bytes(), why));
+            .send(to, builders::with_reason_phrase(&resp.to_wire(), why));
     }
 
     // ------------------------------------------------------------------ client side
