@@ -8,6 +8,7 @@
 
 use rsipstack::sip::{Header, Headers, Request, Response, SipMessage};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 
 /// A message's bytes on the wire, written into one buffer. rsipstack's `to_bytes` gives the
@@ -19,38 +20,60 @@ pub trait ToWire {
 
 impl ToWire for Request {
     fn to_wire(&self) -> Vec<u8> {
-        let mut head = String::with_capacity(HEAD_CAPACITY);
-        let _ = write!(head, "{} {} {}\r\n", self.method, self.uri, self.version);
-        finish(head, &self.headers, &self.body)
+        written(|out| {
+            let _ = write!(out, "{} {} {}\r\n", self.method, self.uri, self.version);
+            finish(out, &self.headers, &self.body)
+        })
     }
 }
 
 impl ToWire for Response {
     fn to_wire(&self) -> Vec<u8> {
-        let mut head = String::with_capacity(HEAD_CAPACITY);
-        let _ = write!(
-            head,
-            "{} {} {}\r\n",
-            self.version,
-            self.status_code.code(),
-            self.status_code.text()
-        );
-        finish(head, &self.headers, &self.body)
+        written(|out| {
+            let _ = write!(
+                out,
+                "{} {} {}\r\n",
+                self.version,
+                self.status_code.code(),
+                self.status_code.text()
+            );
+            finish(out, &self.headers, &self.body)
+        })
     }
 }
 
-/// Room for the start line and headers of a typical message, so the buffer rarely grows.
-const HEAD_CAPACITY: usize = 1024;
+thread_local! {
+    /// Where messages are written before they are copied out at their exact size: a buffer
+    /// guessed large enough for a message is a large-bin request for glibc's malloc (which
+    /// then consolidates its fast bins) and, with spare capacity, costs `Bytes::from` a
+    /// second allocation.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The bytes `write` puts into the thread's scratch buffer, as a vector of exactly their size.
+fn written(write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    SCRATCH.with(|scratch| {
+        let mut out = scratch.borrow_mut();
+        out.clear();
+        write(&mut out);
+        let bytes = out.to_vec();
+        if out.capacity() > SCRATCH_KEPT {
+            *out = Vec::new(); // a rare huge message does not pin its buffer
+        }
+        bytes
+    })
+}
+
+/// The largest scratch buffer a thread keeps between messages.
+const SCRATCH_KEPT: usize = 64 * 1024;
 
 /// Appends the headers, the blank line and the body (verbatim: a SIP body need not be UTF-8).
-fn finish(mut head: String, headers: &Headers, body: &[u8]) -> Vec<u8> {
+fn finish(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
     for h in headers.iter() {
-        let _ = write!(head, "{h}\r\n");
+        let _ = write!(out, "{h}\r\n");
     }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
 }
 
 /// Why bytes are not a SIP message we can handle.
@@ -314,7 +337,6 @@ pub fn stamp_via(value: &str, source: SocketAddr) -> String {
         return value.to_string();
     };
     let (host, _) = host_port(info.sent_by);
-    let source_ip = source.ip().to_string();
     let mut out = String::with_capacity(value.len() + 32);
     for (i, p) in value.split(';').enumerate() {
         if i > 0 {
@@ -324,15 +346,14 @@ pub fn stamp_via(value: &str, source: SocketAddr) -> String {
             }
             out.push(';');
             if key.eq_ignore_ascii_case("rport") {
-                out.push_str(&format!("rport={}", source.port()));
+                let _ = write!(out, "rport={}", source.port());
                 continue;
             }
         }
         out.push_str(p);
     }
-    if info.rport || host != source_ip {
-        out.push_str(";received=");
-        out.push_str(&source_ip);
+    if info.rport || host.parse::<std::net::IpAddr>().ok() != Some(source.ip()) {
+        let _ = write!(out, ";received={}", source.ip());
     }
     out
 }
