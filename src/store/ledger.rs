@@ -215,7 +215,8 @@ async fn billable_sessions(
              FROM sessions s \
              LEFT JOIN tariffs t ON t.id = s.tariff_id \
              LEFT JOIN app_servers a ON a.id = s.app_server_id \
-             WHERE s.id IN ({})",
+             WHERE s.id IN ({}) \
+             AND (t.id IS NOT NULL OR (a.webhook_url IS NOT NULL AND a.deleted_at IS NULL))",
             marks(chunk.len())
         );
         let values = chunk.iter().map(|id| Value::from(*id)).collect();
@@ -679,7 +680,8 @@ fn item_row(c: &Charge, service_id: Option<String>) -> ledger_entries::ActiveMod
 /// Bills the sessions `ids` that are terminated: a time charge per session that had a tariff
 /// at confirmation (dated at its end), and a `session.terminated` event for application
 /// servers with a webhook URL. Runs inside the transaction that terminated them; one SELECT
-/// and at most two multi-row INSERTs for the whole set. A session already billed is skipped.
+/// (of the sessions with a tariff or a webhook only: the others have nothing to write) and at
+/// most two multi-row INSERTs for the whole set. A session already billed is skipped.
 pub(super) async fn bill_sessions(
     txn: &DatabaseTransaction,
     ids: &[&str],

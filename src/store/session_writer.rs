@@ -442,8 +442,8 @@ async fn apply(
             _ => None,
         })
         .collect();
-    for chunk in created.chunks(INSERT_CHUNK) {
-        sessions::Entity::insert_many(chunk.iter().cloned())
+    for chunk in owned_chunks(created) {
+        sessions::Entity::insert_many(chunk)
             .exec_without_returning(&txn)
             .await
             .map_err(BatchFailure::of_statement)?;
@@ -455,8 +455,8 @@ async fn apply(
             _ => None,
         })
         .collect();
-    for chunk in changes.chunks(INSERT_CHUNK) {
-        change_rows::Entity::insert_many(chunk.iter().cloned())
+    for chunk in owned_chunks(changes) {
+        change_rows::Entity::insert_many(chunk)
             .exec_without_returning(&txn)
             .await
             .map_err(BatchFailure::of_statement)?;
@@ -522,6 +522,15 @@ async fn apply(
 
     txn.commit().await.map_err(BatchFailure::Failed)?;
     Ok(outcomes)
+}
+
+/// `rows` in chunks of at most `INSERT_CHUNK`, moved out rather than cloned.
+fn owned_chunks<T>(rows: Vec<T>) -> impl Iterator<Item = Vec<T>> {
+    let mut rows = rows.into_iter();
+    std::iter::from_fn(move || {
+        let chunk: Vec<T> = rows.by_ref().take(INSERT_CHUNK).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    })
 }
 
 /// Records that the confirmed sessions of `node` were alive at `at`, and the node's heartbeat:
