@@ -126,14 +126,20 @@ impl LocalIdentity {
     /// RFC 3261 §16.3 step 4: our own Via carrying the branch this request would get means
     /// the request has been here before with the same identity (a loop).
     pub fn is_loop(&self, req: &Request) -> bool {
+        let mut our_branches = req.headers.iter().filter_map(|h| match h {
+            Header::Via(v) => msg::via_info(v.value())
+                .filter(|info| self.is_our_sent_by(info.sent_by))
+                .and_then(|info| info.branch),
+            _ => None,
+        });
+        // Most requests have never been here: no hash to compute for them.
+        let Some(first) = our_branches.next() else {
+            return false;
+        };
         let prefix = format!("{MAGIC_COOKIE}-{}-", loop_hash(req));
-        req.headers.iter().any(|h| match h {
-            Header::Via(v) => msg::via_info(v.value()).is_some_and(|info| {
-                self.is_our_sent_by(info.sent_by)
-                    && info.branch.is_some_and(|b| b.starts_with(&prefix))
-            }),
-            _ => false,
-        })
+        std::iter::once(first)
+            .chain(our_branches)
+            .any(|b| b.starts_with(&prefix))
     }
 
     /// RFC 3261 §16.4: if the Request-URI is one we put into a Record-Route (a strict router

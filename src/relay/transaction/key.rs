@@ -9,7 +9,7 @@ pub type ServerKey = String;
 
 /// The key of a request whose top Via is `via`; `None` when it lacks what a key needs.
 pub fn server_key(req: &Request, via: &msg::ViaInfo<'_>) -> Option<ServerKey> {
-    let method = req.method.to_string();
+    let method = req.method;
     match via.branch {
         Some(b) if b.starts_with("z9hG4bK") => Some(format!("{b}|{}|{method}", via.sent_by)),
         _ => {
