@@ -238,6 +238,7 @@ on_both_engines!(
     time_charges_follow_the_tariff_in_force_at_confirmation,
     item_charges_land_exactly_once,
     one_batch_keeps_keys_of_several_scopes_apart,
+    a_long_ledger_reads_back_whole_and_in_order,
     statements_and_settlements_add_up,
     webhooks_are_signed_retried_and_survive_a_restart,
 );
@@ -657,6 +658,68 @@ async fn one_batch_keeps_keys_of_several_scopes_apart(store: Store, url: String)
         "an expired record frees its key: {third:?}"
     );
     assert_eq!(w.items_of("a").await, 5);
+    w.stop().await;
+}
+
+/// A period of the ledger longer than one chunk of the bulk read (1000 rows) comes back with
+/// every entry once, in booking order, each field as written (metadata included).
+async fn a_long_ledger_reads_back_whole_and_in_order(store: Store, url: String) {
+    let w = World::start(store, &url).await;
+    w.session("a", T0, None).await;
+    const ENTRIES: usize = 2_345;
+    let requests: Vec<ChargeRequest> = (0..ENTRIES)
+        .map(|i| ChargeRequest {
+            session_id: "a".into(),
+            source: ChargeSource::Rest,
+            charges: vec![NewCharge {
+                description: format!("item {i}"),
+                unit_amount: i as i64,
+                quantity: 1 + (i % 3) as i64,
+                currency: "EUR".into(),
+                metadata: (i % 2 == 0)
+                    .then(|| json!({"n": i.to_string(), "note": "quote \" and, comma"}))
+                    .and_then(|v| v.as_object().cloned()),
+            }],
+            idempotency: IdempotencyKey {
+                scope: "operator".into(),
+                key: format!("k{i}"),
+                fingerprint: format!("f{i}"),
+            },
+            app_server_id: None,
+            single: true,
+        })
+        .collect();
+    // Two bookings a second apart, so the order is by time and, within a time, by id.
+    let (early, late) = requests.split_at(ENTRIES / 2);
+    for (at, batch) in [(T0 + 1_000, late), (T0 + 2_000, early)] {
+        let outcomes = w.store.apply_charges(at, batch).await.unwrap();
+        let refused: Vec<_> = outcomes.iter().filter(|o| o.is_err()).take(3).collect();
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+
+    let read = w
+        .store
+        .ledger_of_user(&w.user_id, T0, T0 + 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), ENTRIES);
+    let order: Vec<(i64, &str)> = read.iter().map(|e| (e.created_at, e.id.as_str())).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "oldest first, ties by id");
+    assert_eq!(read[0].created_at, T0 + 1_000);
+    for entry in &read {
+        let i: usize = entry.description["item ".len()..].parse().unwrap();
+        assert_eq!(entry.amount, i as i64 * (1 + (i % 3) as i64));
+        assert_eq!(entry.unit_amount, Some(i as i64));
+        assert_eq!(entry.session_id.as_deref(), Some("a"));
+        assert_eq!(
+            entry.metadata.as_ref().map(|m| m["note"].clone()),
+            (i % 2 == 0).then(|| json!("quote \" and, comma")),
+        );
+    }
+    let distinct: std::collections::HashSet<&str> = read.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(distinct.len(), ENTRIES, "every entry once");
     w.stop().await;
 }
 

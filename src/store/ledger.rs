@@ -259,8 +259,7 @@ async fn billable_sessions(
              FROM sessions s \
              LEFT JOIN tariffs t ON t.id = s.tariff_id \
              LEFT JOIN app_servers a ON a.id = s.app_server_id \
-             WHERE s.id IN ({}) \
-             AND (t.id IS NOT NULL OR (a.webhook_url IS NOT NULL AND a.deleted_at IS NULL))",
+             WHERE s.id IN ({})",
             marks(chunk.len())
         );
         let values = chunk.iter().map(|id| Value::from(*id)).collect();
@@ -610,12 +609,14 @@ impl Store {
         // 1 s for 100 000 rows). Instead the database packs each chunk of rows into one JSON
         // array of column arrays, and a chunk crosses over as one value.
         let backend = self.db.get_database_backend();
-        let (row, agg, as_text) = match backend {
-            DbBackend::Postgres => ("json_build_array", "json_agg", "::text"),
-            _ => ("json_array", "json_group_array", ""),
+        // SQLite's `json()` marks the subquery's text as JSON again (the mark does not
+        // survive a subquery), so the rows are nested as arrays, not as strings.
+        let (row, agg, entry, as_text) = match backend {
+            DbBackend::Postgres => ("json_build_array", "json_agg", "entry", "::text"),
+            _ => ("json_array", "json_group_array", "json(entry)", ""),
         };
         let sql = format!(
-            "SELECT {agg}(entry ORDER BY created_at, id){as_text} FROM (\
+            "SELECT {agg}({entry} ORDER BY created_at, id){as_text} FROM (\
              SELECT {row}(id, kind, source, user_id, app_server_id, session_id, service_id, \
              description, unit_amount, quantity, amount, currency, metadata, created_at) AS entry, \
              created_at, id, \
@@ -740,7 +741,8 @@ pub(super) async fn bill_sessions(
              FROM sessions s \
              LEFT JOIN tariffs t ON t.id = s.tariff_id \
              LEFT JOIN app_servers a ON a.id = s.app_server_id \
-             WHERE s.id IN ({})",
+             WHERE s.id IN ({}) \
+             AND (t.id IS NOT NULL OR (a.webhook_url IS NOT NULL AND a.deleted_at IS NULL))",
             marks(chunk.len())
         );
         let values = chunk.iter().map(|id| Value::from(*id)).collect();
