@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use sea_orm::sea_query::{Condition, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, Value,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
@@ -607,35 +607,58 @@ impl Store {
         // A statement can hold 100 000 entries. Read row by row, the driver copies every
         // column of every row on its own thread and hands rows over one at a time (SQLite:
         // 1 s for 100 000 rows). Instead the database packs each chunk of rows into one JSON
-        // array of column arrays, and a chunk crosses over as one value.
+        // array of column arrays, and a chunk crosses over as one value. Chunks follow each
+        // other by keyset (the index range continues where the last chunk ended), inside one
+        // read transaction, so they are one snapshot.
         let backend = self.db.get_database_backend();
-        // SQLite's `json()` marks the subquery's text as JSON again (the mark does not
-        // survive a subquery), so the rows are nested as arrays, not as strings.
-        let (row, agg, entry, as_text) = match backend {
-            DbBackend::Postgres => ("json_build_array", "json_agg", "entry", "::text"),
-            _ => ("json_array", "json_group_array", "json(entry)", ""),
+        // Ids compare byte by byte on both engines (SQLite's default; PostgreSQL's database
+        // collation may be a locale's), the order Rust sorts the chunks in below.
+        let (row, agg, as_text, bytewise) = match backend {
+            DbBackend::Postgres => ("json_build_array", "json_agg", "::text", " COLLATE \"C\""),
+            _ => ("json_array", "json_group_array", "", ""),
         };
         let sql = format!(
-            "SELECT {agg}({entry} ORDER BY created_at, id){as_text} FROM (\
-             SELECT {row}(id, kind, source, user_id, app_server_id, session_id, service_id, \
-             description, unit_amount, quantity, amount, currency, metadata, created_at) AS entry, \
-             created_at, id, \
-             (row_number() OVER (ORDER BY created_at, id) - 1) / {LEDGER_CHUNK} AS chunk \
-             FROM ledger_entries WHERE {column} = ? AND created_at >= ? AND created_at < ?\
-             ) AS entries GROUP BY chunk ORDER BY chunk"
+            "SELECT {agg}({row}(id, kind, source, user_id, app_server_id, session_id, \
+             service_id, description, unit_amount, quantity, amount, currency, metadata, \
+             created_at)){as_text} FROM (\
+             SELECT * FROM ledger_entries WHERE {column} = ? AND created_at >= ? \
+             AND created_at < ? AND (created_at > ? OR (created_at = ? AND id{bytewise} > ?)) \
+             ORDER BY created_at, id{bytewise} LIMIT {LEDGER_CHUNK}) AS chunk"
         );
-        let values = vec![id.into(), from.into(), to.into()];
-        let chunks = self
-            .db
-            .query_all_raw(statement(backend, &sql, values))
-            .await?;
-        let mut records = Vec::new();
-        for chunk in chunks {
-            let text: String = chunk.try_get_by_index(0)?;
-            let rows: Vec<LedgerRow> =
-                serde_json::from_str(&text).map_err(|e| StoreError::internal(e.to_string()))?;
+        let txn = self.db.begin().await?;
+        let mut records: Vec<LedgerRecord> = Vec::new();
+        let mut after = (from, String::new());
+        loop {
+            let values = vec![
+                id.into(),
+                after.0.into(), // from, or where the last chunk ended: the index range
+                to.into(),
+                after.0.into(),
+                after.0.into(),
+                after.1.clone().into(),
+            ];
+            let packed: Option<String> =
+                match txn.query_one_raw(statement(backend, &sql, values)).await? {
+                    Some(chunk) => chunk.try_get_by_index(0)?,
+                    None => None,
+                };
+            let mut rows: Vec<LedgerRow> = match packed {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|e| StoreError::internal(e.to_string()))?
+                }
+                None => Vec::new(), // PostgreSQL's json_agg of no rows
+            };
+            // SQL does not promise that an aggregate sees its rows in the subquery's order
+            // (though both engines keep it): sorting an already sorted chunk is one pass.
+            rows.sort_by(|a, b| (a.13, &a.0).cmp(&(b.13, &b.0)));
+            let full = rows.len() == LEDGER_CHUNK;
             records.extend(rows.into_iter().map(LedgerRecord::from));
+            match records.last() {
+                Some(last) if full => after = (last.created_at, last.id.clone()),
+                _ => break,
+            }
         }
+        txn.commit().await?;
         Ok(records)
     }
 
