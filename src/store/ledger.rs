@@ -606,7 +606,7 @@ impl Store {
     ) -> Result<Vec<LedgerRecord>, StoreError> {
         // Measured on 100 000 entries (BENCHMARKS.md): PostgreSQL is fastest with plain rows
         // (0.32 s; chunks packed as JSON took 0.65 s, the server's work), SQLite with packed
-        // chunks (0.31 s; plain rows took 1.09 s).
+        // chunks (0.28 s; plain rows took 1.09 s).
         match self.db.get_database_backend() {
             DbBackend::Postgres => self.ledger_rows(column, id, from, to).await,
             _ => self.ledger_packed(column, id, from, to).await,
