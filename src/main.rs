@@ -458,18 +458,21 @@ async fn run(cli: Cli) -> Result<()> {
             let now = tollgate::clock::Clock::now_ms(&SystemClock);
             let from = parse("from", from)?.unwrap_or(0);
             let to = parse("to", to)?.unwrap_or(now + 1);
-            let statement = tollgate::billing::statement::Statement::build(
-                &store,
-                &found.id,
-                &found.name,
+            use tollgate::billing::statement::{write_statement, StatementFormat, StatementHead};
+            let head = StatementHead {
+                user_id: found.id,
+                user: found.name,
                 from,
                 to,
-            )
-            .await?;
-            if csv {
-                print!("{}", statement.to_csv());
+            };
+            let format = if csv {
+                StatementFormat::Csv
             } else {
-                println!("{}", serde_json::to_string_pretty(&statement)?);
+                StatementFormat::Json
+            };
+            write_statement(&store, head, format, StdoutSink).await?;
+            if !csv {
+                println!();
             }
             Ok(())
         }
@@ -755,4 +758,16 @@ async fn seed_demo(config: &Config) -> Result<()> {
         "demo data: user alice/secret, service sip:{service} → demo-shop (sip:127.0.0.1:5090)"
     );
     Ok(())
+}
+
+/// A statement written to standard output as it is read.
+struct StdoutSink;
+
+impl tollgate::billing::statement::ChunkSink for StdoutSink {
+    fn send(&mut self, chunk: Vec<u8>) -> Result<(), tollgate::store::StoreError> {
+        use std::io::Write;
+        std::io::stdout()
+            .write_all(&chunk)
+            .map_err(|e| tollgate::store::StoreError::internal(format!("standard output: {e}")))
+    }
 }

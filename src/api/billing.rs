@@ -11,11 +11,18 @@
 //! Charges go through the group-commit [`ChargeWriter`](crate::billing::ChargeWriter): the
 //! ledger entries, their `charge.created` webhooks and the idempotency record commit together.
 
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Problem};
@@ -25,7 +32,9 @@ use super::pagination::{self, PageParams};
 use super::{location, ApiState, Operator, Principal};
 use crate::billing::money::{check_currency, MAX_QUANTITY, MAX_UNIT_AMOUNT};
 use crate::billing::settlement::Settlement;
-use crate::billing::statement::{Adjustment, Statement};
+use crate::billing::statement::{
+    write_statement, Adjustment, ChunkSink, Statement, StatementFormat, StatementHead,
+};
 use crate::billing::{Charge, ChargeSource, NewCharge};
 use crate::clock::rfc3339;
 use crate::store::{
@@ -439,21 +448,75 @@ pub async fn get_statement(
 ) -> Result<Response, ApiError> {
     let (from, to) = params.resolve(state.now_ms())?;
     let user = state.store().get_user(&id).await?;
-    let statement = Statement::build(state.store(), &user.id, &user.name, from, to).await?;
-    if csv_wanted(&headers) {
-        return Ok(csv(statement.to_csv()));
-    }
-    let body = statement
-        .to_json()
-        .map_err(|e| ApiError::Internal(format!("writing the statement: {e}")))?;
+    let head = StatementHead {
+        user_id: user.id,
+        user: user.name,
+        from,
+        to,
+    };
+    let (format, content_type) = if csv_wanted(&headers) {
+        (StatementFormat::Csv, "text/csv; charset=utf-8")
+    } else {
+        (StatementFormat::Json, "application/json")
+    };
+    // The statement is streamed as it is read (100 000 entries are some 35 MB): the reader
+    // sends chunks into a short queue; a client that stops reading stops it.
+    let (tx, mut rx) = mpsc::channel(STATEMENT_QUEUE_CHUNKS);
+    let sink = ChannelSink {
+        tx: tx.clone(),
+        rt: Handle::current(),
+    };
+    let store = state.store().clone();
+    tokio::spawn(async move {
+        if let Err(e) = write_statement(&store, head, format, sink).await {
+            // Before the first chunk the handler answers with a problem; after it, the body
+            // ends in an error, so the client never takes a cut statement for a whole one.
+            tracing::debug!("statement stopped: {e}");
+            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+        }
+    });
+    let first = match rx.recv().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(e)) => return Err(ApiError::Internal(format!("writing the statement: {e}"))),
+        None => return Err(ApiError::Internal("the statement writer stopped".into())),
+    };
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let body = Body::from_stream(
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(rest),
+    );
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         body,
     )
         .into_response())
+}
+
+/// Chunks a statement holds queued for its client.
+const STATEMENT_QUEUE_CHUNKS: usize = 4;
+/// How long a statement waits for its client to take a chunk before it gives up.
+const STATEMENT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A statement's chunks, into the queue its response body is read from.
+struct ChannelSink {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    rt: Handle,
+}
+
+impl ChunkSink for ChannelSink {
+    fn send(&mut self, chunk: Vec<u8>) -> Result<(), StoreError> {
+        let tx = &self.tx;
+        // The timer is made inside the runtime's context, which this blocking thread lacks.
+        let sent = self.rt.block_on(async move {
+            tokio::time::timeout(STATEMENT_SEND_TIMEOUT, tx.send(Ok(Bytes::from(chunk)))).await
+        });
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Invalid("the client went away".into())),
+            Err(_) => Err(StoreError::Invalid("the client stopped reading".into())),
+        }
+    }
 }
 
 /// An application server's settlement.

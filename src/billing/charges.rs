@@ -9,10 +9,12 @@
 //! grace window; see [`crate::billing::record_charges`]).
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::money::{check_currency, MAX_QUANTITY, MAX_UNIT_AMOUNT};
+use crate::store::{EntryRef, KIND_ITEM};
 
 /// The media type of a charges body in a SIP INFO or a 200 to BYE.
 pub const CHARGES_CONTENT_TYPE: &str = "application/vnd.tollgate.charges+json";
@@ -167,8 +169,8 @@ fn check_metadata(metadata: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
-/// An item charge in the ledger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// An item charge in the ledger. It is written out as a [`ChargeView`].
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[schema(example = json!({
     "id": "ch_6f1c2a9e0b7d4f1e9a3c5b7d9e1f3a5c", "session_id": "0b6c7b4e-1f2a-4c3d-9e8f-7a6b5c4d3e2f",
     "user_id": "4e3d2c1b-0a9f-4e8d-7c6b-5a4f3e2d1c0b", "app_server_id": "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a",
@@ -197,6 +199,82 @@ pub struct Charge {
     #[serde(with = "crate::clock::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+}
+
+impl Serialize for Charge {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ChargeView {
+            id: &self.id,
+            session_id: &self.session_id,
+            user_id: &self.user_id,
+            app_server_id: &self.app_server_id,
+            description: &self.description,
+            unit_amount: self.unit_amount,
+            quantity: self.quantity,
+            amount: self.amount,
+            currency: &self.currency,
+            source: self.source,
+            metadata: self.metadata.as_ref().map(ChargeMetadata::Object),
+            created_at: self.created_at,
+        }
+        .serialize(s)
+    }
+}
+
+/// The wire form of a [`Charge`], borrowed: the one place its fields are named for output.
+/// A statement writes the charges it reads from the ledger through it, without making a
+/// `Charge` of each first.
+#[derive(Serialize)]
+pub struct ChargeView<'a> {
+    pub id: &'a str,
+    pub session_id: &'a str,
+    pub user_id: &'a str,
+    pub app_server_id: &'a str,
+    pub description: &'a str,
+    pub unit_amount: i64,
+    pub quantity: i64,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub source: ChargeSource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<ChargeMetadata<'a>>,
+    #[serde(with = "crate::clock::rfc3339")]
+    pub created_at: i64,
+}
+
+impl<'a> ChargeView<'a> {
+    /// The charge a ledger entry records; `None` for another kind of entry.
+    pub fn of_entry(e: &EntryRef<'a>) -> Option<ChargeView<'a>> {
+        if e.kind != KIND_ITEM {
+            return None;
+        }
+        Some(ChargeView {
+            id: e.id,
+            session_id: e.session_id?,
+            user_id: e.user_id,
+            app_server_id: e.app_server_id?,
+            description: e.description,
+            unit_amount: e.unit_amount?,
+            quantity: e.quantity?,
+            amount: e.amount,
+            currency: e.currency,
+            source: ChargeSource::parse(e.source)?,
+            // Stored by the relay as a JSON object; checked, not rebuilt.
+            metadata: e
+                .metadata
+                .and_then(|text| serde_json::from_str(text).ok())
+                .map(ChargeMetadata::Stored),
+            created_at: e.created_at,
+        })
+    }
+}
+
+/// A charge's metadata: an object in memory, or the JSON text the ledger stored.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum ChargeMetadata<'a> {
+    Object(&'a Map<String, Value>),
+    Stored(&'a RawValue),
 }
 
 /// Why a SIP charges body was refused (nothing is written).

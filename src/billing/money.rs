@@ -43,7 +43,14 @@ pub struct Totals(std::collections::BTreeMap<String, i128>);
 
 impl Totals {
     pub fn add(&mut self, currency: &str, amount: i64) {
-        *self.0.entry(currency.to_owned()).or_default() += i128::from(amount);
+        // Statements add 100 000 entries and more in a handful of currencies: the key is
+        // copied only the first time.
+        match self.0.get_mut(currency) {
+            Some(total) => *total += i128::from(amount),
+            None => {
+                self.0.insert(currency.to_owned(), i128::from(amount));
+            }
+        }
     }
 
     /// The totals, or the currency whose total does not fit an `i64`.

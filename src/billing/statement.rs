@@ -5,16 +5,22 @@
 //! the totals per currency — the sum of every ledger entry booked in the period. A time
 //! charge is booked when its session ends, so a session and its time charge always fall in
 //! the same period.
+//!
+//! [`write_statement`] writes it, as JSON or CSV, while the period is read (decision 0013):
+//! 100 000 entries are 35 MB of JSON, which is never held whole.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::charges::Charge;
+use super::charges::{Charge, ChargeView};
 use super::money::{Money, Totals};
 use crate::clock::rfc3339;
-use crate::store::{LedgerRecord, Store, StoreError, KIND_ADJUSTMENT, KIND_ITEM, KIND_TIME};
+use crate::store::{
+    EntryRef, LedgerRecord, PeriodScope, PeriodVisitor, Store, StoreError, KIND_ADJUSTMENT,
+    KIND_ITEM,
+};
 
 /// One session on a statement.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -67,6 +73,19 @@ pub struct Adjustment {
 }
 
 impl Adjustment {
+    pub fn from_entry(e: &EntryRef<'_>) -> Adjustment {
+        Adjustment {
+            id: e.id.to_owned(),
+            user_id: e.user_id.to_owned(),
+            app_server_id: e.app_server_id.map(str::to_owned),
+            session_id: e.session_id.map(str::to_owned),
+            amount: e.amount,
+            currency: e.currency.to_owned(),
+            reason: e.description.to_owned(),
+            created_at: e.created_at,
+        }
+    }
+
     pub fn from_record(r: &LedgerRecord) -> Adjustment {
         Adjustment {
             id: r.id.clone(),
@@ -104,7 +123,8 @@ pub struct Statement {
 }
 
 impl Statement {
-    /// Builds the statement of the user `user_id` (named `user`) for `[from, to)`.
+    /// The statement of the user `user_id` (named `user`) for `[from, to)`, in memory: what
+    /// [`write_statement`] writes, read back.
     pub async fn build(
         store: &Store,
         user_id: &str,
@@ -112,175 +132,295 @@ impl Statement {
         from: i64,
         to: i64,
     ) -> Result<Statement, StoreError> {
-        let entries = store.ledger_of_user(user_id, from, to).await?;
-        let sessions = store
-            .sessions_ended_between(false, user_id, from, to)
-            .await?;
-        let mut time: HashMap<String, Money> = HashMap::new();
-        let mut totals = Totals::default();
-        let mut charges = Vec::with_capacity(entries.len());
-        let mut adjustments = Vec::new();
-        for entry in entries {
-            totals.add(&entry.currency, entry.amount);
-            match entry.kind.as_str() {
-                KIND_TIME => {
-                    if let Some(session) = entry.session_id {
-                        time.insert(
-                            session,
-                            Money {
-                                currency: entry.currency,
-                                amount: entry.amount,
-                            },
-                        );
-                    }
-                }
-                KIND_ITEM => charges.extend(entry.into_charge()),
-                KIND_ADJUSTMENT => adjustments.push(Adjustment::from_record(&entry)),
-                _ => {}
-            }
-        }
-        let sessions = sessions
-            .into_iter()
-            .map(|s| StatementSession {
-                time_charge: time.remove(&s.id),
-                id: s.id,
-                service_id: s.service_id,
-                service: s.service,
-                app_server_id: s.app_server_id,
-                app_server: s.app_server,
-                confirmed_at: s.confirmed_at,
-                ended_at: s.ended_at,
-                duration_ms: s.duration_ms,
-            })
-            .collect();
-        Ok(Statement {
+        let head = StatementHead {
             user_id: user_id.to_owned(),
             user: user.to_owned(),
             from,
             to,
-            sessions,
-            charges,
-            adjustments,
-            totals: totals.into_money().map_err(StoreError::internal)?,
-        })
-    }
-
-    /// The statement as JSON, written into a buffer sized for it up front (a 100 000-entry
-    /// statement is some 35 MB; growing a buffer to that by doubling copies it again).
-    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        const BYTES_PER_LINE: usize = 400;
-        let lines = self.sessions.len() + self.charges.len() + self.adjustments.len();
-        let mut out = Vec::with_capacity(1024 + lines * BYTES_PER_LINE);
-        serde_json::to_writer(&mut out, self)?;
-        Ok(out)
-    }
-
-    /// The statement as CSV: one line per session, item charge and adjustment in time order,
-    /// then one `total` line per currency. Amounts in minor units.
-    pub fn to_csv(&self) -> String {
-        let mut lines: Vec<(i64, String)> = Vec::new();
-        for s in &self.sessions {
-            let (amount, currency) = match &s.time_charge {
-                Some(m) => (m.amount.to_string(), m.currency.clone()),
-                None => (String::new(), String::new()),
-            };
-            lines.push((
-                s.ended_at.unwrap_or_default(),
-                csv_line(&[
-                    &s.ended_at.map(rfc3339::format).unwrap_or_default(),
-                    "session",
-                    &s.id,
-                    &s.service,
-                    &s.app_server,
-                    &format!("{} ms", s.duration_ms.unwrap_or_default()),
-                    "",
-                    "",
-                    &amount,
-                    &currency,
-                ]),
-            ));
-        }
-        for c in &self.charges {
-            lines.push((
-                c.created_at,
-                csv_line(&[
-                    &rfc3339::format(c.created_at),
-                    "item",
-                    &c.session_id,
-                    "",
-                    &c.app_server_id,
-                    &c.description,
-                    &c.quantity.to_string(),
-                    &c.unit_amount.to_string(),
-                    &c.amount.to_string(),
-                    &c.currency,
-                ]),
-            ));
-        }
-        for a in &self.adjustments {
-            lines.push((
-                a.created_at,
-                csv_line(&[
-                    &rfc3339::format(a.created_at),
-                    "adjustment",
-                    a.session_id.as_deref().unwrap_or_default(),
-                    "",
-                    a.app_server_id.as_deref().unwrap_or_default(),
-                    &a.reason,
-                    "",
-                    "",
-                    &a.amount.to_string(),
-                    &a.currency,
-                ]),
-            ));
-        }
-        lines.sort_by_key(|(at, _)| *at);
-        let mut out = String::from(
-            "date,kind,session_id,service,app_server,description,quantity,unit_amount,amount,currency\n",
-        );
-        for (_, line) in lines {
-            out.push_str(&line);
-        }
-        for t in &self.totals {
-            out.push_str(&csv_line(&[
-                "",
-                "total",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                &t.amount.to_string(),
-                &t.currency,
-            ]));
-        }
-        out
+        };
+        let json = write_statement(store, head, StatementFormat::Json, Vec::new()).await?;
+        serde_json::from_slice(&json).map_err(|e| StoreError::internal(e.to_string()))
     }
 }
+
+/// Whose statement, for which period `[from, to)`.
+#[derive(Debug, Clone)]
+pub struct StatementHead {
+    pub user_id: String,
+    /// The user's name.
+    pub user: String,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// How a statement is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementFormat {
+    /// A [`Statement`] document.
+    Json,
+    /// One line per session, item charge and adjustment in time order (sessions first at
+    /// one instant, then entries in ledger order), then one `total` line per currency.
+    /// Amounts in minor units.
+    Csv,
+}
+
+/// Where a statement's bytes go, a chunk at a time, from a blocking thread (see
+/// [`PeriodVisitor`]); an error stops the statement.
+pub trait ChunkSink: Send + 'static {
+    fn send(&mut self, chunk: Vec<u8>) -> Result<(), StoreError>;
+}
+
+impl ChunkSink for Vec<u8> {
+    fn send(&mut self, mut chunk: Vec<u8>) -> Result<(), StoreError> {
+        self.append(&mut chunk);
+        Ok(())
+    }
+}
+
+/// Writes the statement of `head` as `format` into `sink` while the period is read, and gives
+/// the sink back. The first chunk (the head and the sessions) is sent as soon as the sessions
+/// are read, so a caller that waits for it knows the read began well.
+pub async fn write_statement<S: ChunkSink>(
+    store: &Store,
+    head: StatementHead,
+    format: StatementFormat,
+    sink: S,
+) -> Result<S, StoreError> {
+    let user_id = head.user_id.clone();
+    let (from, to) = (head.from, head.to);
+    let writer = StatementWriter {
+        head,
+        format,
+        sink,
+        out: Vec::with_capacity(CHUNK_BYTES + 4096),
+        charges_written: 0,
+        pending_sessions: VecDeque::new(),
+        adjustments: Vec::new(),
+        totals: Totals::default(),
+    };
+    store
+        .read_period(PeriodScope::User(&user_id), from, to, writer)
+        .await
+        .map(|writer| writer.sink)
+}
+
+/// Bytes gathered before a chunk is sent (fewer, larger chunks: each one wakes the response's
+/// task).
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// The [`PeriodVisitor`] behind [`write_statement`].
+struct StatementWriter<S> {
+    head: StatementHead,
+    format: StatementFormat,
+    sink: S,
+    out: Vec<u8>,
+    charges_written: usize,
+    /// CSV: sessions whose line waits for its place in time.
+    pending_sessions: VecDeque<StatementSession>,
+    /// JSON: adjustments, written after the charges.
+    adjustments: Vec<Adjustment>,
+    totals: Totals,
+}
+
+impl<S: ChunkSink> StatementWriter<S> {
+    fn send(&mut self) -> Result<(), StoreError> {
+        let chunk = std::mem::replace(&mut self.out, Vec::with_capacity(CHUNK_BYTES + 4096));
+        self.sink.send(chunk)
+    }
+
+    fn json(&mut self, value: &impl Serialize) -> Result<(), StoreError> {
+        serde_json::to_writer(&mut self.out, value).map_err(|e| StoreError::internal(e.to_string()))
+    }
+
+    /// CSV: the lines of the sessions that ended at or before `at`.
+    fn csv_sessions_until(&mut self, at: i64) {
+        while let Some(s) = self.pending_sessions.front() {
+            if s.ended_at.unwrap_or_default() > at {
+                break;
+            }
+            if let Some(s) = self.pending_sessions.pop_front() {
+                let (amount, currency) = match &s.time_charge {
+                    Some(m) => (m.amount.to_string(), m.currency.as_str()),
+                    None => (String::new(), ""),
+                };
+                push_csv_line(
+                    &mut self.out,
+                    &[
+                        &s.ended_at.map(rfc3339::format).unwrap_or_default(),
+                        "session",
+                        &s.id,
+                        &s.service,
+                        &s.app_server,
+                        &format!("{} ms", s.duration_ms.unwrap_or_default()),
+                        "",
+                        "",
+                        &amount,
+                        currency,
+                    ],
+                );
+            }
+        }
+    }
+}
+
+impl<S: ChunkSink> PeriodVisitor for StatementWriter<S> {
+    fn sessions(&mut self, sessions: Vec<StatementSession>) -> Result<(), StoreError> {
+        match self.format {
+            StatementFormat::Json => {
+                let head = self.head.clone();
+                self.out.extend_from_slice(b"{\"user_id\":");
+                self.json(&head.user_id)?;
+                self.out.extend_from_slice(b",\"user\":");
+                self.json(&head.user)?;
+                self.out.extend_from_slice(b",\"from\":");
+                self.json(&rfc3339::format(head.from))?;
+                self.out.extend_from_slice(b",\"to\":");
+                self.json(&rfc3339::format(head.to))?;
+                self.out.extend_from_slice(b",\"sessions\":");
+                self.json(&sessions)?;
+                self.out.extend_from_slice(b",\"charges\":[");
+            }
+            StatementFormat::Csv => {
+                self.out.extend_from_slice(CSV_HEADER.as_bytes());
+                self.pending_sessions = sessions.into();
+            }
+        }
+        self.send()
+    }
+
+    fn entry(&mut self, entry: &EntryRef<'_>) -> Result<(), StoreError> {
+        self.totals.add(entry.currency, entry.amount);
+        match (self.format, entry.kind) {
+            (StatementFormat::Json, KIND_ITEM) => {
+                if let Some(charge) = ChargeView::of_entry(entry) {
+                    if self.charges_written > 0 {
+                        self.out.push(b',');
+                    }
+                    self.json(&charge)?;
+                    self.charges_written += 1;
+                }
+            }
+            (StatementFormat::Json, KIND_ADJUSTMENT) => {
+                self.adjustments.push(Adjustment::from_entry(entry));
+            }
+            (StatementFormat::Csv, KIND_ITEM) => {
+                if let Some(c) = ChargeView::of_entry(entry) {
+                    self.csv_sessions_until(c.created_at);
+                    push_csv_line(
+                        &mut self.out,
+                        &[
+                            &rfc3339::format(c.created_at),
+                            "item",
+                            c.session_id,
+                            "",
+                            c.app_server_id,
+                            c.description,
+                            &c.quantity.to_string(),
+                            &c.unit_amount.to_string(),
+                            &c.amount.to_string(),
+                            c.currency,
+                        ],
+                    );
+                }
+            }
+            (StatementFormat::Csv, KIND_ADJUSTMENT) => {
+                let a = Adjustment::from_entry(entry);
+                self.csv_sessions_until(a.created_at);
+                push_csv_line(
+                    &mut self.out,
+                    &[
+                        &rfc3339::format(a.created_at),
+                        "adjustment",
+                        a.session_id.as_deref().unwrap_or_default(),
+                        "",
+                        a.app_server_id.as_deref().unwrap_or_default(),
+                        &a.reason,
+                        "",
+                        "",
+                        &a.amount.to_string(),
+                        &a.currency,
+                    ],
+                );
+            }
+            // A time charge is shown on its session.
+            _ => {}
+        }
+        if self.out.len() >= CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    /// The rest of the statement after the last entry.
+    fn end(&mut self) -> Result<(), StoreError> {
+        let totals = std::mem::take(&mut self.totals)
+            .into_money()
+            .map_err(StoreError::internal)?;
+        match self.format {
+            StatementFormat::Json => {
+                self.out.extend_from_slice(b"],\"adjustments\":");
+                let adjustments = std::mem::take(&mut self.adjustments);
+                self.json(&adjustments)?;
+                self.out.extend_from_slice(b",\"totals\":");
+                self.json(&totals)?;
+                self.out.push(b'}');
+            }
+            StatementFormat::Csv => {
+                self.csv_sessions_until(i64::MAX);
+                for t in &totals {
+                    let amount = t.amount.to_string();
+                    push_csv_line(
+                        &mut self.out,
+                        &["", "total", "", "", "", "", "", "", &amount, &t.currency],
+                    );
+                }
+            }
+        }
+        self.send()
+    }
+}
+
+const CSV_HEADER: &str =
+    "date,kind,session_id,service,app_server,description,quantity,unit_amount,amount,currency\n";
 
 /// One CSV line (RFC 4180): fields with a comma, quote or line break are quoted. A field
 /// that a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) is prefixed with `'`,
 /// since descriptions come from shops (OWASP CSV injection).
 pub fn csv_line(fields: &[&str]) -> String {
-    let escaped: Vec<String> = fields
-        .iter()
-        .map(|f| {
-            let neutral = match f.chars().next() {
-                Some('=' | '+' | '@' | '\t' | '\r') => format!("'{f}"),
-                Some('-') if f.parse::<i64>().is_err() => format!("'{f}"),
-                _ => (*f).to_owned(),
-            };
-            if neutral.contains([',', '"', '\n', '\r']) {
-                format!("\"{}\"", neutral.replace('"', "\"\""))
-            } else {
-                neutral
+    let mut line = Vec::new();
+    push_csv_line(&mut line, fields);
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// [`csv_line`], appended to `out`.
+fn push_csv_line(out: &mut Vec<u8>, fields: &[&str]) {
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let formula = match field.chars().next() {
+            Some('=' | '+' | '@' | '\t' | '\r') => true,
+            Some('-') => field.parse::<i64>().is_err(),
+            _ => false,
+        };
+        let quoted = field.contains([',', '"', '\n', '\r']);
+        if quoted {
+            out.push(b'"');
+        }
+        if formula {
+            out.push(b'\'');
+        }
+        for part in field.split('"').enumerate() {
+            if part.0 > 0 {
+                out.extend_from_slice(b"\"\"");
             }
-        })
-        .collect();
-    let mut line = escaped.join(",");
-    line.push('\n');
-    line
+            out.extend_from_slice(part.1.as_bytes());
+        }
+        if quoted {
+            out.push(b'"');
+        }
+    }
+    out.push(b'\n');
 }
 
 #[cfg(test)]

@@ -19,20 +19,21 @@ use std::collections::{HashMap, HashSet};
 use sea_orm::sea_query::{Condition, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
+    QueryFilter, QueryOrder, QuerySelect, Statement, Value,
 };
-use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::entities::{idempotency_keys, ledger_entries};
 use super::idempotency::{
     live_records, record_row, recorded, IdempotencyKey, Recorded, StoredResponse,
 };
+use super::period::{EntryRef, PeriodScope, PeriodVisitor};
 use super::sessions::SessionState;
 use super::webhooks::{insert_outbox, OutboxEvent};
 use super::{Store, StoreError};
 use crate::billing::charges::{check_all, Charge, ChargeSource, NewCharge};
 use crate::billing::money::Money;
+use crate::billing::statement::StatementSession;
 use crate::billing::tariff::Tariff;
 use crate::billing::BillingError;
 
@@ -82,49 +83,6 @@ pub struct LedgerRecord {
     pub currency: String,
     pub metadata: Option<Map<String, Json>>,
     pub created_at: i64,
-}
-
-/// Rows per JSON chunk when SQLite reads a whole period of the ledger (`Store::ledger_packed`).
-const LEDGER_CHUNK: usize = 1000;
-
-/// A ledger row as SQLite packs it into a JSON array, columns in `ledger_packed`'s order.
-#[derive(Deserialize)]
-struct LedgerRow(
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    String,
-    Option<String>,
-    i64,
-);
-
-impl From<LedgerRow> for LedgerRecord {
-    fn from(r: LedgerRow) -> Self {
-        LedgerRecord {
-            id: r.0,
-            kind: r.1,
-            source: r.2,
-            user_id: r.3,
-            app_server_id: r.4,
-            session_id: r.5,
-            service_id: r.6,
-            description: r.7,
-            unit_amount: r.8,
-            quantity: r.9,
-            amount: r.10,
-            currency: r.11,
-            metadata: r.12.and_then(|t| serde_json::from_str(&t).ok()),
-            created_at: r.13,
-        }
-    }
 }
 
 impl From<ledger_entries::Model> for LedgerRecord {
@@ -578,7 +536,7 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<LedgerRecord>, StoreError> {
-        self.ledger_in("user_id", user_id, from, to).await
+        self.ledger_in(PeriodScope::User(user_id), from, to).await
     }
 
     /// Every ledger entry naming `app_server_id` booked in `[from, to)`, oldest first.
@@ -588,127 +546,31 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<LedgerRecord>, StoreError> {
-        self.ledger_in("app_server_id", app_server_id, from, to)
+        self.ledger_in(PeriodScope::AppServer(app_server_id), from, to)
             .await
     }
 
-    /// Every entry whose `column` is `id`, booked in `[from, to)`, oldest first. Statements
-    /// and settlements read whole periods (100 000 entries and more), so this is one plain
-    /// statement whose rows are taken by position and built straight into [`LedgerRecord`]s,
-    /// without sea-orm's model in between (it looks every column up by name and was then
-    /// copied again).
+    /// Every entry of `scope`'s period `[from, to)`, oldest first, as owned records.
     async fn ledger_in(
         &self,
-        column: &'static str,
-        id: &str,
+        scope: PeriodScope<'_>,
         from: i64,
         to: i64,
     ) -> Result<Vec<LedgerRecord>, StoreError> {
-        // Measured on 100 000 entries (BENCHMARKS.md): PostgreSQL is fastest with plain rows
-        // (0.32 s; chunks packed as JSON took 0.65 s, the server's work), SQLite with packed
-        // chunks (0.28 s; plain rows took 1.09 s).
-        match self.db.get_database_backend() {
-            DbBackend::Postgres => self.ledger_rows(column, id, from, to).await,
-            _ => self.ledger_packed(column, id, from, to).await,
-        }
-    }
-
-    /// `ledger_in` on SQLite. Read row by row, sqlx copies every column of every row on its
-    /// SQLite thread and hands rows over one at a time. Instead SQLite packs each chunk of
-    /// 1000 rows into one JSON array of column arrays, and a chunk crosses over as one value.
-    /// Chunks follow each other by keyset (the index range continues where the last chunk
-    /// ended), inside one read transaction, so they are one snapshot.
-    async fn ledger_packed(
-        &self,
-        column: &'static str,
-        id: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<LedgerRecord>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let sql = format!(
-            "SELECT json_group_array(json_array(id, kind, source, user_id, app_server_id, \
-             session_id, service_id, description, unit_amount, quantity, amount, currency, \
-             metadata, created_at)) FROM (\
-             SELECT * FROM ledger_entries WHERE {column} = ? AND created_at >= ? \
-             AND created_at < ? AND (created_at > ? OR (created_at = ? AND id > ?)) \
-             ORDER BY created_at, id LIMIT {LEDGER_CHUNK}) AS chunk"
-        );
-        let txn = self.db.begin().await?;
-        let mut records: Vec<LedgerRecord> = Vec::new();
-        let mut after = (from, String::new());
-        loop {
-            let values = vec![
-                id.into(),
-                after.0.into(), // from, or where the last chunk ended: the index range
-                to.into(),
-                after.0.into(),
-                after.0.into(),
-                after.1.clone().into(),
-            ];
-            let packed: String = match txn.query_one_raw(statement(backend, &sql, values)).await? {
-                Some(chunk) => chunk.try_get_by_index(0)?,
-                None => break,
-            };
-            let mut rows: Vec<LedgerRow> =
-                serde_json::from_str(&packed).map_err(|e| StoreError::internal(e.to_string()))?;
-            // SQL does not promise that an aggregate sees its rows in the subquery's order
-            // (though SQLite keeps it), and asking for it costs a sort per chunk: re-sorting an
-            // already sorted chunk here is one pass.
-            rows.sort_by(|a, b| (a.13, &a.0).cmp(&(b.13, &b.0)));
-            let full = rows.len() == LEDGER_CHUNK;
-            records.extend(rows.into_iter().map(LedgerRecord::from));
-            match records.last() {
-                Some(last) if full => after = (last.created_at, last.id.clone()),
-                _ => break,
+        struct Collect(Vec<LedgerRecord>);
+        impl PeriodVisitor for Collect {
+            fn sessions(&mut self, _: Vec<StatementSession>) -> Result<(), StoreError> {
+                Ok(())
+            }
+            fn entry(&mut self, entry: &EntryRef<'_>) -> Result<(), StoreError> {
+                self.0.push(entry.to_record());
+                Ok(())
             }
         }
-        txn.commit().await?;
-        Ok(records)
-    }
-
-    /// `ledger_in` on PostgreSQL: plain rows, which its driver reads in bulk.
-    async fn ledger_rows(
-        &self,
-        column: &'static str,
-        id: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<LedgerRecord>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let sql = format!(
-            "SELECT id, kind, source, user_id, app_server_id, session_id, service_id, \
-             description, unit_amount, quantity, amount, currency, metadata, created_at \
-             FROM ledger_entries WHERE {column} = ? AND created_at >= ? AND created_at < ? \
-             ORDER BY created_at, id"
-        );
-        let values = vec![id.into(), from.into(), to.into()];
-        let rows = self
-            .db
-            .query_all_raw(statement(backend, &sql, values))
-            .await?;
-        let mut records = Vec::with_capacity(rows.len());
-        for row in rows {
-            records.push(LedgerRecord {
-                id: row.try_get_by_index(0)?,
-                kind: row.try_get_by_index(1)?,
-                source: row.try_get_by_index(2)?,
-                user_id: row.try_get_by_index(3)?,
-                app_server_id: row.try_get_by_index(4)?,
-                session_id: row.try_get_by_index(5)?,
-                service_id: row.try_get_by_index(6)?,
-                description: row.try_get_by_index(7)?,
-                unit_amount: row.try_get_by_index(8)?,
-                quantity: row.try_get_by_index::<Option<i32>>(9)?.map(i64::from),
-                amount: row.try_get_by_index(10)?,
-                currency: row.try_get_by_index(11)?,
-                metadata: row
-                    .try_get_by_index::<Option<String>>(12)?
-                    .and_then(|t: String| serde_json::from_str(&t).ok()),
-                created_at: row.try_get_by_index(13)?,
-            });
-        }
-        Ok(records)
+        Ok(self
+            .read_period(scope, from, to, Collect(Vec::new()))
+            .await?
+            .0)
     }
 
     /// The time charge of each of `session_ids` that has one.

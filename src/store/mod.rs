@@ -22,8 +22,9 @@
 //!   charges written by the session writer), the webhook outbox and its delivery log.
 //!
 //! On SQLite every pooled connection runs in WAL mode with `synchronous=FULL`,
-//! `busy_timeout=5000` and foreign keys on; write transactions start with `BEGIN IMMEDIATE`
-//! so two writers queue on the busy timeout instead of failing on a lock upgrade.
+//! `busy_timeout=5000`, a 1 GiB `mmap_size` and foreign keys on; write transactions start with
+//! `BEGIN IMMEDIATE` so two writers queue on the busy timeout instead of failing on a lock
+//! upgrade.
 
 mod api_keys;
 mod api_queries;
@@ -35,6 +36,7 @@ mod idempotency;
 mod keys;
 mod ledger;
 mod nonce_keys;
+mod period;
 mod session_changes;
 mod session_writer;
 mod sessions;
@@ -67,6 +69,7 @@ pub use ledger::{
     KIND_ADJUSTMENT, KIND_ITEM, KIND_TIME,
 };
 pub use nonce_keys::{NonceKeyRecord, KEPT_KEYS};
+pub use period::{EntryRef, PeriodScope, PeriodVisitor};
 pub use session_changes::{SessionChange, MAX_CHANGE_BODY};
 pub use session_writer::{SessionEvent, SessionWriter, WriterTrouble};
 pub use sessions::{
@@ -87,6 +90,12 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite's `busy_timeout`: how long a writer waits for another connection's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// How much of a SQLite database file each connection reads through a memory map (SQLite's
+/// `mmap_size`). Without it every page a read misses in the connection's small page cache is a
+/// `pread` (a 100 000-entry statement spent 40 % of its CPU in the kernel, copying pages); with
+/// it, pages are read where the kernel's page cache holds them. Only reads use the map.
+const SQLITE_MMAP_BYTES: u64 = 1 << 30;
 
 /// Pooled connections to a file-backed SQLite database (WAL lets readers run beside the writer).
 const SQLITE_FILE_CONNECTIONS: u32 = 4;
@@ -130,7 +139,8 @@ impl Store {
                 let o = o
                     .foreign_keys(true)
                     .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string());
                 let o = if says_mode {
                     o
                 } else {

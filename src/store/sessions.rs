@@ -249,35 +249,6 @@ impl Store {
             .try_into()
     }
 
-    /// Sessions of `column = id` that ended in `[from, to)`, oldest first (statements and
-    /// settlements).
-    pub async fn sessions_ended_between(
-        &self,
-        by_app_server: bool,
-        id: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        use sessions::Column as C;
-        let column = if by_app_server {
-            C::AppServerId
-        } else {
-            C::UserId
-        };
-        sessions::Entity::find()
-            .filter(column.eq(id))
-            .filter(C::State.eq(SessionState::Terminated.as_str()))
-            .filter(C::EndedAt.gte(from))
-            .filter(C::EndedAt.lt(to))
-            .order_by_asc(C::EndedAt)
-            .order_by_asc(C::Id)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(SessionRecord::try_from)
-            .collect()
-    }
-
     /// Names of every application server and service that ever existed, by id (history
     /// keeps deleted ones): `(app servers, services as name@domain)`.
     pub async fn names_by_id(
