@@ -169,7 +169,8 @@ fn check_metadata(metadata: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
-/// An item charge in the ledger. It is written out as a [`ChargeView`].
+// Serialised through `ChargeView`, the one place its output fields are named.
+/// An item charge in the ledger.
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[schema(example = json!({
     "id": "ch_6f1c2a9e0b7d4f1e9a3c5b7d9e1f3a5c", "session_id": "0b6c7b4e-1f2a-4c3d-9e8f-7a6b5c4d3e2f",
