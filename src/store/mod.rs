@@ -44,7 +44,10 @@ mod tariffs;
 mod users;
 mod webhooks;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::postgres::PgConnectOptions;
@@ -114,6 +117,9 @@ pub struct Store {
     /// The ledger's rule for late charges: a session takes charges until this long after it
     /// ended (`[billing] charge_grace_secs`).
     charge_grace_ms: i64,
+    /// Whole-period reads (statements, settlements) hold a pooled connection while their
+    /// client reads; at most half the pool's connections at once, so the relay keeps the rest.
+    period_reads: Arc<Semaphore>,
 }
 
 impl Store {
@@ -129,6 +135,7 @@ impl Store {
     pub async fn connect_with(url: &str, acquire_timeout: Duration) -> Result<Store, StoreError> {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false).acquire_timeout(acquire_timeout);
+        let pool_size: u32;
 
         if url.starts_with("sqlite:") {
             let in_memory = is_sqlite_memory_url(url);
@@ -179,6 +186,7 @@ impl Store {
             } else {
                 SQLITE_FILE_CONNECTIONS
             };
+            pool_size = size;
             opts.max_connections(size)
                 .min_connections(size)
                 .idle_timeout(None)
@@ -194,6 +202,7 @@ impl Store {
                 .await
                 .map_err(sqlx_conn_err)?;
             conn.close().await.map_err(sqlx_conn_err)?;
+            pool_size = POSTGRES_CONNECTIONS;
             opts.max_connections(POSTGRES_CONNECTIONS)
                 .test_before_acquire_if_idle_for(Duration::from_secs(30));
         } else {
@@ -207,6 +216,7 @@ impl Store {
         Ok(Store {
             db,
             charge_grace_ms: DEFAULT_CHARGE_GRACE_MS,
+            period_reads: Arc::new(Semaphore::new((pool_size as usize / 2).max(1))),
         })
     }
 

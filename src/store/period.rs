@@ -123,15 +123,27 @@ impl Store {
             from,
             to,
         };
+        let permit = self
+            .period_reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::internal(e.to_string()))?;
         let rt = Handle::current();
         let read = match self.db.get_database_backend() {
             DbBackend::Postgres => {
                 let pool = self.db.get_postgres_connection_pool().clone();
-                tokio::task::spawn_blocking(move || query.read_postgres(&rt, &pool, visitor))
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    query.read_postgres(&rt, &pool, visitor)
+                })
             }
             _ => {
                 let pool = self.db.get_sqlite_connection_pool().clone();
-                tokio::task::spawn_blocking(move || query.read_sqlite(&rt, &pool, visitor))
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    query.read_sqlite(&rt, &pool, visitor)
+                })
             }
         };
         read.await

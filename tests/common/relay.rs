@@ -133,12 +133,29 @@ async fn launch(
     TestRelay { relay, store, dir }
 }
 
-/// A UDP and TCP port that is free right now on 127.0.0.1.
+/// A UDP and TCP port that is free right now on 127.0.0.1, for a peer that binds it later.
+///
+/// It is taken below the kernel's ephemeral range: relays and clients started after the pick
+/// bind port 0, which draws from that range, so they cannot take it in the meantime (a relay
+/// that did once answered its own forwarded INVITE with 482). A port is handed out once per
+/// test process.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000, ephemeral_low.max(10_000 + 2_000));
+    let mut handed_out = HANDED_OUT.lock().unwrap();
     loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), low..high);
+        if handed_out.contains(&port) {
+            continue;
+        }
+        let bound = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if bound {
+            handed_out.push(port);
             return port;
         }
     }
