@@ -69,16 +69,19 @@ pub mod rfc3339 {
     /// statements print one per charge, 100 000 and more, and the general formatter below
     /// was a sixth of a statement's serialisation. Anything else takes the general path.
     pub fn format(ms: Millis) -> String {
-        const LAST_MS_OF_9999: Millis = 253_402_300_799_999;
-        if (0..=LAST_MS_OF_9999).contains(&ms) {
-            return format_common_era(ms);
+        match format_common_era(ms) {
+            Some(text) => String::from_utf8_lossy(&text).into_owned(),
+            None => format_general(ms),
         }
-        format_general(ms)
     }
 
-    /// `0 <= ms` through the end of year 9999: the civil date from the day number (Howard
-    /// Hinnant's `civil_from_days`), then fixed-width digits.
-    fn format_common_era(ms: Millis) -> String {
+    /// `0 <= ms` through the end of year 9999 (`None` otherwise): the civil date from the day
+    /// number (Howard Hinnant's `civil_from_days`), then fixed-width digits, on the stack.
+    fn format_common_era(ms: Millis) -> Option<[u8; 24]> {
+        const LAST_MS_OF_9999: Millis = 253_402_300_799_999;
+        if !(0..=LAST_MS_OF_9999).contains(&ms) {
+            return None;
+        }
         let days = ms.div_euclid(86_400_000);
         let of_day = ms.rem_euclid(86_400_000);
         let z = days + 719_468;
@@ -99,14 +102,17 @@ pub mod rfc3339 {
             (of_day / 1_000 % 60, 2, b'.'),
             (of_day % 1_000, 3, b'Z'),
         ];
-        let mut out = Vec::with_capacity(24);
+        let mut out = [0u8; 24];
+        let mut at = 0;
         for (value, width, after) in fields {
             for place in (0..width).rev() {
-                out.push(b'0' + (value / 10_i64.pow(place) % 10) as u8);
+                out[at] = b'0' + (value / 10_i64.pow(place) % 10) as u8;
+                at += 1;
             }
-            out.push(after);
+            out[at] = after;
+            at += 1;
         }
-        String::from_utf8(out).unwrap_or_default()
+        Some(out)
     }
 
     fn format_general(ms: Millis) -> String {
@@ -130,7 +136,11 @@ pub mod rfc3339 {
     }
 
     pub fn serialize<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*ms))
+        match format_common_era(*ms) {
+            // Digits and ASCII punctuation only.
+            Some(text) => s.serialize_str(std::str::from_utf8(&text).unwrap_or_default()),
+            None => s.serialize_str(&format_general(*ms)),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {
