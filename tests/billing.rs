@@ -700,7 +700,7 @@ async fn a_long_ledger_reads_back_whole_and_in_order(store: Store, url: String) 
 
     let read = w
         .store
-        .ledger_of_user(&w.user_id, T0, T0 + 3_600_000)
+        .ledger_of_app_server(&w.shop1.0, T0, T0 + 3_600_000)
         .await
         .unwrap();
     assert_eq!(read.len(), ENTRIES);

@@ -8,8 +8,8 @@
 //! - [`bill_sessions`] writes the time charges of sessions that just ended, inside the
 //!   transaction that ended them (the session writer's, or the restart clean-up's), with the
 //!   tariff version recorded at confirmation, and their `session.terminated` outbox rows.
-//! - Reads: charges by session or by filters, page by page; the rows statements and
-//!   settlements are made of.
+//! - Reads: charges by session or by filters, page by page; a shop's whole period for its
+//!   settlement (through [`Store::read_period`], which statements stream from).
 //!
 //! Ledger ids: `ch_…` item charges, `adj_…` adjustments, `tc_<session id>` time charges (one
 //! per session by construction: a second attempt to bill a session does nothing).
@@ -527,16 +527,6 @@ impl Store {
             .await?
             .map(LedgerRecord::from)
             .ok_or_else(|| StoreError::NotFound(format!("no charge {id}")))
-    }
-
-    /// Every ledger entry of `user_id` booked in `[from, to)`, oldest first.
-    pub async fn ledger_of_user(
-        &self,
-        user_id: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<LedgerRecord>, StoreError> {
-        self.ledger_in(PeriodScope::User(user_id), from, to).await
     }
 
     /// Every ledger entry naming `app_server_id` booked in `[from, to)`, oldest first.
